@@ -1,0 +1,164 @@
+"""What every server kind provides: render flags, parse timings, parse metrics, health.
+
+The controller and prober only talk to this protocol; they never import a concrete backend.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from autotune.space import SpecConfig
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """The fixed part of a launch: everything the search does not vary."""
+
+    binary: str
+    model: str
+    host: str
+    port: int
+    ctx_size: int
+    parallel: int
+    threads: int | None = None
+    gpu_layers: int | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerTimings:
+    """The server's own per-request accounting (llama.cpp's ``timings`` object)."""
+
+    prompt_tokens: int | None = None
+    prompt_ms: float | None = None
+    predicted_tokens: int | None = None
+    predicted_ms: float | None = None
+    predicted_per_second: float | None = None
+    draft_tokens: int | None = None
+    draft_accepted: int | None = None
+
+
+@dataclass(frozen=True)
+class SpecCounters:
+    """Speculative-decoding counters from ``/metrics``; subtract two reads for a window."""
+
+    drafts: float = 0.0
+    draft_tokens: float = 0.0
+    accepted_tokens: float = 0.0
+    generated_tokens: float = 0.0
+    accepted_per_position: tuple[float, ...] = ()
+    present: bool = False  # whether the server reported speculative counters at all
+
+    def _combine(self, other: SpecCounters, sign: float) -> SpecCounters:
+        width = max(len(self.accepted_per_position), len(other.accepted_per_position))
+        mine = list(self.accepted_per_position) + [0.0] * (width - len(self.accepted_per_position))
+        theirs = list(other.accepted_per_position) + [0.0] * (
+            width - len(other.accepted_per_position)
+        )
+        return SpecCounters(
+            drafts=self.drafts + sign * other.drafts,
+            draft_tokens=self.draft_tokens + sign * other.draft_tokens,
+            accepted_tokens=self.accepted_tokens + sign * other.accepted_tokens,
+            generated_tokens=self.generated_tokens + sign * other.generated_tokens,
+            accepted_per_position=tuple(a + sign * b for a, b in zip(mine, theirs, strict=True)),
+            present=self.present or other.present,
+        )
+
+    def minus(self, earlier: SpecCounters) -> SpecCounters:
+        """The counts of the window between ``earlier`` and this read."""
+        return self._combine(earlier, -1.0)
+
+    def plus(self, other: SpecCounters) -> SpecCounters:
+        """Pool two windows."""
+        return self._combine(other, 1.0)
+
+    def per_position_acceptance(self) -> list[float]:
+        """Unconditional acceptance r_i = accepted at position i / drafts, up to the last
+        position that ever accepted (llama.cpp lists positions far beyond draft-max)."""
+        if self.drafts <= 0:
+            return []
+        values = [value / self.drafts for value in self.accepted_per_position]
+        while values and values[-1] == 0.0:
+            values.pop()
+        return values
+
+
+class Backend(Protocol):
+    """One server kind. Implementations are small modules in this package."""
+
+    name: str
+    kv_types: tuple[str, ...]
+    methods: tuple[str, ...]
+    health_path: str
+    chat_path: str
+    completion_path: str | None
+
+    def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
+        """The full argument list (binary first) that starts this setup."""
+        ...
+
+    def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:
+        """Timings from a response's final chunk, if the server sends any."""
+        ...
+
+    def parse_metrics(self, text: str) -> SpecCounters:
+        """Speculative counters from a ``/metrics`` page."""
+        ...
+
+    def startup_error(self, log_lines: Sequence[str]) -> str | None:
+        """The line of a failed start's log that says why, if one does."""
+        ...
+
+
+def sum_samples(text: str, names: Mapping[str, str]) -> tuple[dict[str, float], dict[int, float]]:
+    """Sum Prometheus samples by key. ``names`` maps sample name -> key; a sample named
+    ``<key>`` ``per_position`` is also split by its ``position`` label."""
+    totals: dict[str, float] = defaultdict(float)
+    positions: dict[int, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = names.get(sample.name)
+            if key is None:
+                continue
+            if key == "per_position":
+                position = sample.labels.get("position")
+                if position is not None and position.isdigit():
+                    positions[int(position)] += sample.value
+            else:
+                totals[key] += sample.value
+    return dict(totals), dict(positions)
+
+
+def counters_from(totals: Mapping[str, float], positions: Mapping[int, float]) -> SpecCounters:
+    ordered = tuple(positions[i] for i in sorted(positions)) if positions else ()
+    return SpecCounters(
+        drafts=totals.get("drafts", 0.0),
+        draft_tokens=totals.get("draft_tokens", 0.0),
+        accepted_tokens=totals.get("accepted_tokens", 0.0),
+        generated_tokens=totals.get("generated_tokens", 0.0),
+        accepted_per_position=ordered,
+        present=any(k in totals for k in ("drafts", "draft_tokens", "accepted_tokens")),
+    )
+
+
+def first_error_line(log_lines: Sequence[str], markers: Sequence[str]) -> str | None:
+    """The first log line that carries one of ``markers`` (the server's own words)."""
+    for line in log_lines:
+        lowered = line.lower()
+        if any(marker in lowered for marker in markers):
+            return line.strip()
+    return None
+
+
+@dataclass
+class OpenAIChunkTimings:
+    """Helper for servers that report only OpenAI ``usage``: token counts, no draft stats."""
+
+    completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

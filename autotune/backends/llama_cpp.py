@@ -1,0 +1,96 @@
+"""Mainline llama.cpp ``llama-server``: flags and outputs verified against build 11434
+(see ``shared/reference/llama-server.md``); every draft parameter is a launch flag."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autotune.backends.base import (
+    LaunchSettings,
+    ServerTimings,
+    SpecCounters,
+    counters_from,
+    first_error_line,
+    sum_samples,
+)
+from autotune.space import KV_TYPES, METHODS, SpecConfig, drafts, uses_drafter
+
+_METRIC_NAMES = {
+    "llamacpp:spec_decode_num_drafts_total": "drafts",
+    "llamacpp:spec_decode_num_draft_tokens_total": "draft_tokens",
+    "llamacpp:spec_decode_num_accepted_tokens_total": "accepted_tokens",
+    "llamacpp:spec_decode_num_accepted_tokens_per_pos_total": "per_position",
+    "llamacpp:tokens_predicted_total": "generated_tokens",
+}
+# Words llama.cpp uses on the line that explains a failed start.
+_ERROR_MARKERS = ("error", "failed", "invalid argument", "requires", "unknown", "abort")
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+class LlamaCppBackend:
+    name = "llama.cpp"
+    kv_types = KV_TYPES
+    methods = METHODS
+    health_path = "/health"
+    chat_path = "/v1/chat/completions"
+    completion_path: str | None = "/completion"
+
+    def common_argv(self, launch: LaunchSettings) -> list[str]:
+        argv = [
+            launch.binary,
+            "--model", launch.model,
+            "--host", launch.host,
+            "--port", str(launch.port),
+            "--ctx-size", str(launch.ctx_size),
+            "--parallel", str(launch.parallel),
+            "--metrics",
+        ]
+        if launch.threads is not None:
+            argv += ["--threads", str(launch.threads)]
+        if launch.gpu_layers is not None:
+            argv += ["--n-gpu-layers", str(launch.gpu_layers)]
+        return argv
+
+    def config_argv(self, config: SpecConfig) -> list[str]:
+        argv = [
+            "--cache-type-k", config.cache_type_k,
+            "--cache-type-v", config.cache_type_v,
+            "--flash-attn", config.flash_attn,
+        ]
+        if drafts(config.method):
+            argv += ["--spec-type", config.method, "--spec-draft-n-max", str(config.draft_max)]
+        if uses_drafter(config.method):
+            assert config.drafter is not None and config.p_min is not None
+            argv += ["--spec-draft-model", config.drafter, "--spec-draft-p-min", f"{config.p_min:g}"]
+        return argv
+
+    def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
+        return self.common_argv(launch) + self.config_argv(config) + list(launch.extra_args)
+
+    def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:
+        timings = payload.get("timings")
+        if not isinstance(timings, Mapping):
+            return None
+        return ServerTimings(
+            prompt_tokens=_int(timings.get("prompt_n")),
+            prompt_ms=_float(timings.get("prompt_ms")),
+            predicted_tokens=_int(timings.get("predicted_n")),
+            predicted_ms=_float(timings.get("predicted_ms")),
+            predicted_per_second=_float(timings.get("predicted_per_second")),
+            draft_tokens=_int(timings.get("draft_n")),
+            draft_accepted=_int(timings.get("draft_n_accepted")),
+        )
+
+    def parse_metrics(self, text: str) -> SpecCounters:
+        return counters_from(*sum_samples(text, _METRIC_NAMES))
+
+    def startup_error(self, log_lines: Sequence[str]) -> str | None:
+        return first_error_line(log_lines, _ERROR_MARKERS)

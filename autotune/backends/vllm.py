@@ -1,0 +1,81 @@
+"""vLLM's OpenAI server. Not run here (needs a GPU); flags and metric names follow vLLM's
+documentation: ``--speculative-config`` JSON, ``--kv-cache-dtype``, and the
+``vllm:spec_decode_*`` counters including ``..._per_pos_total{position=...}``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autotune.backends.base import (
+    LaunchSettings,
+    ServerTimings,
+    SpecCounters,
+    counters_from,
+    first_error_line,
+    sum_samples,
+)
+from autotune.space import SpecConfig, drafts, uses_drafter
+
+_METRIC_NAMES = {
+    "vllm:spec_decode_num_drafts_total": "drafts",
+    "vllm:spec_decode_num_draft_tokens_total": "draft_tokens",
+    "vllm:spec_decode_num_accepted_tokens_total": "accepted_tokens",
+    "vllm:spec_decode_num_accepted_tokens_per_pos_total": "per_position",
+    "vllm:generation_tokens_total": "generated_tokens",
+}
+_METHOD_NAMES = {
+    "draft-simple": "draft_model",
+    "draft-mtp": "mtp",
+    "draft-eagle3": "eagle3",
+    "ngram-simple": "ngram",
+}
+
+
+class VllmBackend:
+    name = "vllm"
+    # vLLM has one dtype for K and V: the spec's cache_type_k is used, V must match.
+    kv_types = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+    methods = ("none", *_METHOD_NAMES)
+    health_path = "/health"
+    chat_path = "/v1/chat/completions"
+    completion_path: str | None = None
+
+    def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
+        argv = [
+            launch.binary, "serve", launch.model,
+            "--host", launch.host,
+            "--port", str(launch.port),
+            "--max-model-len", str(launch.ctx_size),
+            "--max-num-seqs", str(launch.parallel),
+            "--kv-cache-dtype", config.cache_type_k,
+        ]
+        if drafts(config.method):
+            speculative: dict[str, Any] = {
+                "method": _METHOD_NAMES[config.method],
+                "num_speculative_tokens": config.draft_max,
+            }
+            if uses_drafter(config.method):
+                speculative["model"] = config.drafter
+            if config.method == "ngram-simple":
+                speculative["prompt_lookup_max"] = 4
+            argv += ["--speculative-config", json.dumps(speculative, sort_keys=True)]
+        return argv + list(launch.extra_args)
+
+    def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:
+        usage = payload.get("usage")
+        if not isinstance(usage, Mapping):
+            return None
+        completion = usage.get("completion_tokens")
+        prompt = usage.get("prompt_tokens")
+        return ServerTimings(
+            prompt_tokens=int(prompt) if isinstance(prompt, int) else None,
+            predicted_tokens=int(completion) if isinstance(completion, int) else None,
+        )
+
+    def parse_metrics(self, text: str) -> SpecCounters:
+        return counters_from(*sum_samples(text, _METRIC_NAMES))
+
+    def startup_error(self, log_lines: Sequence[str]) -> str | None:
+        return first_error_line(log_lines, ("error", "exception", "valueerror", "out of memory"))

@@ -1,0 +1,183 @@
+"""The ``autotune`` command. Commands are thin: they parse options, call the library, and turn
+an ``AutotuneError`` into one line on stderr and a non-zero exit. A traceback is a bug."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from autotune.config import TuneSpec, load_spec
+from autotune.errors import AutotuneError, SpecError
+from autotune.launcher import install_cleanup, stop_all
+
+app = typer.Typer(
+    name="autotune",
+    help="Find the fastest speculative-decoding setup for your server, hardware and prompts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SpecArg = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional here
+    typer.Argument(help="Tune spec (TOML). Default: the embedded Gemma 3 270M llama-server."),
+]
+StoreOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--store", help="Results database (SQLite path or SQLAlchemy URL).",
+                 envvar="AUTOTUNE_STORE"),
+]
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except AutotuneError as error:
+        stop_all()
+        typer.echo(f"autotune: error: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        stop_all()
+        typer.echo("autotune: interrupted; finished trials are stored, continue with --resume",
+                   err=True)
+        raise typer.Exit(code=130) from None
+
+
+def _load(spec_path: Path | None, overrides: dict[str, Any]) -> tuple[TuneSpec, str]:
+    from autotune.embedded import default_spec_path
+
+    path = spec_path or default_spec_path()
+    spec = load_spec(path)
+    if spec_path is None:  # the embedded default keeps its results in the working folder
+        spec = spec.model_copy(update={"store": spec.store.model_copy(
+            update={"path": str(Path("autotune.db").resolve())})})
+    search = {k: v for k, v in overrides.items() if k in ("trials", "strategy") and v is not None}
+    if search:
+        spec = spec.model_copy(update={"search": spec.search.model_copy(update=search)})
+    if overrides.get("store"):
+        spec = spec.model_copy(update={"store": spec.store.model_copy(
+            update={"path": overrides["store"]})})
+    name = overrides.get("name") or spec.name or path.stem
+    return spec, name
+
+
+@app.command()
+def tune(
+    spec_path: SpecArg = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped study.")] = False,
+    name: Annotated[Optional[str], typer.Option(help="Study name (default: from the spec).")] = None,  # noqa: UP045
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Search trials (server launches).")] = None,  # noqa: UP045
+    strategy: Annotated[Optional[str], typer.Option(help="Search strategy (see `autotune strategies`).")] = None,  # noqa: UP045
+    store: StoreOpt = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the recommendation as JSON here.")] = None,  # noqa: UP045
+) -> None:
+    """Launch the server in candidate setups, measure each, and print the best launch command."""
+    with user_errors():
+        from autotune.embedded import resolve_files
+        from autotune.report import class_breakdown, recommendation_text, results_table
+        from autotune.store.session import open_store
+        from autotune.study import run_tune
+        from autotune.workload import load_workload
+        from strategies import strategy_names
+
+        spec, study_name = _load(spec_path, {"trials": trials, "strategy": strategy,
+                                             "store": store, "name": name})
+        if spec.search.strategy not in strategy_names():
+            raise SpecError(f"search.strategy {spec.search.strategy!r} is not registered; "
+                            f"available: {', '.join(strategy_names())}")
+        workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
+        spec = resolve_files(spec)
+        results = open_store(spec.store.path)
+        log_root = Path(spec.store.path + ".logs") if "://" not in spec.store.path else Path("autotune-logs")
+        typer.echo(f"study {study_name!r}: {spec.search.strategy}, {spec.search.trials} trials, "
+                   f"{len(workload.prompts)} prompts ({', '.join(workload.labels)}); "
+                   f"results in {spec.store.path}")
+        outcome = run_tune(spec, results, workload, name=study_name, resume=resume,
+                           echo=typer.echo, log_root=log_root)
+        typer.echo("")
+        typer.echo(results_table(outcome.trials))
+        typer.echo("")
+        breakdown = class_breakdown(outcome.trials, {
+            "recommended": outcome.decision.config.key, "no drafting": _baseline_key()})
+        if breakdown:
+            typer.echo(breakdown)
+            typer.echo("")
+        typer.echo(recommendation_text(outcome.recommendation))
+        if json_out:
+            json_out.write_text(json.dumps(outcome.recommendation, indent=2) + "\n")
+
+
+def _baseline_key() -> str:
+    from autotune.space import BASELINE
+
+    return BASELINE.key
+
+
+@app.command()
+def show(
+    store: StoreOpt = "autotune.db",
+    study: Annotated[Optional[str], typer.Option(help="Study name (default: the latest).")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
+) -> None:
+    """Print a stored study's results table and recommendation."""
+    with user_errors():
+        from autotune.report import recommendation_text, results_table
+        from autotune.store import repository as repo
+        from autotune.store.session import open_store
+
+        results = open_store(store or "autotune.db")
+        studies = repo.list_studies(results)
+        chosen = [s for s in studies if study is None or s.name == study]
+        if not chosen:
+            names = ", ".join(s.name for s in studies) or "none"
+            raise SpecError(f"no study {study!r} in {results.url}; studies there: {names}")
+        record = chosen[-1]
+        if as_json:
+            typer.echo(json.dumps(record.recommendation or {}, indent=2))
+            return
+        typer.echo(f"study {record.name!r} ({record.state}, {record.strategy})")
+        typer.echo(results_table(repo.list_trials(results, record.id)))
+        if record.recommendation:
+            typer.echo("")
+            typer.echo(recommendation_text(record.recommendation))
+
+
+@app.command()
+def check(spec_path: SpecArg = None) -> None:
+    """Validate a tune spec and its workload without launching anything."""
+    with user_errors():
+        from autotune.workload import load_workload
+
+        spec, name = _load(spec_path, {})
+        workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
+        grid = spec.space.to_space().grid()
+        typer.echo(f"{name}: valid; {len(grid)} setups in the space, {len(workload.prompts)} "
+                   f"prompts, classes {', '.join(workload.labels)}")
+
+
+@app.command()
+def strategies() -> None:
+    """List the search strategies."""
+    from strategies import strategy_names
+
+    for strategy_name in strategy_names():
+        typer.echo(strategy_name)
+
+
+def main() -> None:
+    install_cleanup()
+    try:
+        app()
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

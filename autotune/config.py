@@ -1,0 +1,243 @@
+"""The tune spec: a TOML file validated into typed values.
+
+Validation errors become one ``SpecError`` line that names the file, the key, what was wrong and
+how to fix it. Relative paths are resolved against the spec file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autotune.backends import get_backend
+from autotune.errors import SpecError
+from autotune.space import METHODS, FloatRange, IntRange, SearchSpace, uses_drafter
+
+SERVER_KINDS = ("llama.cpp", "ik_llama.cpp", "vllm", "sglang")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSpec(_Model):
+    kind: Literal["llama.cpp", "ik_llama.cpp", "vllm", "sglang"] = "llama.cpp"
+    binary: str = "embedded"
+    model: str = "embedded:gemma3-270m"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    ctx_size: Annotated[int, Field(ge=128)] = 2048
+    threads: Annotated[int, Field(ge=1)] | None = None
+    parallel: Annotated[int, Field(ge=1)] = 1
+    gpu_layers: Annotated[int, Field(ge=0)] | None = None
+    extra_args: list[str] = []
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 180.0
+    # Attach mode: measure a server someone else runs (the sidecar); nothing is launched.
+    attach_url: str | None = None
+
+
+class IntRangeSpec(_Model):
+    low: Annotated[int, Field(ge=1)]
+    high: Annotated[int, Field(ge=1)]
+    step: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRangeSpec:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
+        return self
+
+
+class FloatRangeSpec(_Model):
+    low: Annotated[float, Field(ge=0.0, le=1.0)]
+    high: Annotated[float, Field(ge=0.0, le=1.0)]
+    step: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRangeSpec:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
+        return self
+
+
+class SpaceSpec(_Model):
+    methods: list[str] = ["none"]
+    draft_max: IntRangeSpec = IntRangeSpec(low=1, high=8)
+    p_min: FloatRangeSpec = FloatRangeSpec(low=0.0, high=0.9, step=0.1)
+    drafters: list[str] = []
+    cache_type_k: list[str] = ["f16"]
+    cache_type_v: list[str] = ["f16"]
+    flash_attn: list[Literal["on", "off"]] = ["off"]
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if value not in METHODS:
+                raise ValueError(f"unknown method {value!r}; choose from {', '.join(METHODS)}")
+        if "none" not in values:
+            values = ["none", *values]  # the baseline is always measured
+        return values
+
+    @model_validator(mode="after")
+    def _drafters_when_needed(self) -> SpaceSpec:
+        if any(uses_drafter(m) for m in self.methods) and not self.drafters:
+            raise ValueError(
+                "methods include a drafter method but drafters is empty; "
+                "list drafter GGUF files in space.drafters"
+            )
+        return self
+
+    def to_space(self) -> SearchSpace:
+        return SearchSpace(
+            methods=tuple(self.methods),
+            draft_max=IntRange(self.draft_max.low, self.draft_max.high, self.draft_max.step),
+            p_min=FloatRange(self.p_min.low, self.p_min.high, self.p_min.step),
+            drafters=tuple(self.drafters),
+            cache_type_k=tuple(self.cache_type_k),
+            cache_type_v=tuple(self.cache_type_v),
+            flash_attn=tuple(self.flash_attn),
+        )
+
+
+class WorkloadSpec(_Model):
+    files: list[str] = ["embedded:mixed"]
+    concurrency: list[Annotated[int, Field(ge=1)]] = [1]
+    warmup_requests: Annotated[int, Field(ge=0)] = 1
+    requests: Annotated[int, Field(ge=1)] = 6
+    request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_tokens: Annotated[int, Field(ge=1)] | None = None  # overrides each prompt's own
+
+
+class LimitsSpec(_Model):
+    ttft_p95_ms: Annotated[float, Field(gt=0)] | None = None
+    tpot_p95_ms: Annotated[float, Field(gt=0)] | None = None
+    e2e_p95_ms: Annotated[float, Field(gt=0)] | None = None
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class SearchSpec(_Model):
+    strategy: str = "tpe"
+    trials: Annotated[int, Field(ge=1)] = 16
+    seed: int = 0
+
+
+class FinishSpec(_Model):
+    """The noise-aware finish: re-measure the best setups interleaved before recommending."""
+
+    finalists: Annotated[int, Field(ge=0)] = 2
+    rounds: Annotated[int, Field(ge=2)] = 4
+    requests_per_round: Annotated[int, Field(ge=1)] = 3
+    min_gain: Annotated[float, Field(ge=0)] = 0.02  # a gain below this is called a tie
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    # Keep every finalist's server up and alternate between them (cheap, but a long-lived
+    # server's n-gram cache learns the workload); false relaunches each round, as a trial does.
+    concurrent_servers: bool = False
+
+
+class StoreSpec(_Model):
+    path: str = "autotune.db"
+
+
+class TuneSpec(_Model):
+    name: str | None = None
+    server: ServerSpec = ServerSpec()
+    space: SpaceSpec = SpaceSpec()
+    workload: WorkloadSpec = WorkloadSpec()
+    limits: LimitsSpec = LimitsSpec()
+    search: SearchSpec = SearchSpec()
+    finish: FinishSpec = FinishSpec()
+    store: StoreSpec = StoreSpec()
+
+    @model_validator(mode="after")
+    def _fits_the_server(self) -> TuneSpec:
+        backend = get_backend(self.server.kind)
+        for key in ("cache_type_k", "cache_type_v"):
+            values: list[str] = getattr(self.space, key)
+            if not values:
+                raise ValueError(f"space.{key} is empty; give at least one KV cache type")
+            for value in values:
+                if value not in backend.kv_types:
+                    raise ValueError(
+                        f"space.{key}: unknown KV cache type {value!r} for {backend.name}; "
+                        f"choose from {', '.join(backend.kv_types)}"
+                    )
+        for method in self.space.methods:
+            if method not in backend.methods:
+                raise ValueError(
+                    f"space.methods: {method!r} is not available on {backend.name}; "
+                    f"choose from {', '.join(backend.methods)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _slots_cover_concurrency(self) -> TuneSpec:
+        top = max(self.workload.concurrency)
+        if self.server.attach_url is None and self.server.parallel < top:
+            raise ValueError(
+                f"server.parallel ({self.server.parallel}) is below the highest workload "
+                f"concurrency ({top}); set server.parallel = {top}"
+            )
+        return self
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or check its spelling",
+    "missing": "add it",
+}
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    fix = _FIXES.get(first["type"], "")
+    quiet = first["type"] in ("missing", "extra_forbidden") or isinstance(first["input"], dict)
+    got = "" if quiet else f" (got {first['input']!r})"
+    line = f"{source}: {location + ': ' if location else ''}{message}{got}"
+    return f"{line}; {fix}" if fix else line
+
+
+def _resolve(path: str, base: Path) -> str:
+    if path.startswith("embedded") or "://" in path:
+        return path
+    candidate = Path(path).expanduser()
+    return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
+
+
+def parse_spec(data: dict[str, Any], *, source: str, base_dir: Path) -> TuneSpec:
+    try:
+        spec = TuneSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(source, error)) from None
+    server = spec.server.model_copy(
+        update={
+            "model": _resolve(spec.server.model, base_dir),
+            "binary": spec.server.binary
+            if "/" not in spec.server.binary
+            else _resolve(spec.server.binary, base_dir),
+        }
+    )
+    space = spec.space.model_copy(
+        update={"drafters": [_resolve(d, base_dir) for d in spec.space.drafters]}
+    )
+    workload = spec.workload.model_copy(
+        update={"files": [_resolve(f, base_dir) for f in spec.workload.files]}
+    )
+    store = spec.store.model_copy(update={"path": _resolve(spec.store.path, base_dir)})
+    return spec.model_copy(
+        update={"server": server, "space": space, "workload": workload, "store": store}
+    )
+
+
+def load_spec(path: Path) -> TuneSpec:
+    if not path.is_file():
+        raise SpecError(f"tune spec not found: {path}; pass the path of a TOML file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: not valid TOML ({error}); fix the syntax") from None
+    return parse_spec(data, source=str(path), base_dir=path.parent.resolve())

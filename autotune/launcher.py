@@ -1,0 +1,213 @@
+"""Server process lifecycle: start on 127.0.0.1, wait for health, keep the log, stop the tree.
+
+No server outlives autotune:
+- a normal exit, an exception or Ctrl-C stops every live server (``finally`` + ``atexit``);
+- SIGTERM is turned into ``SystemExit`` so the same clean-up runs;
+- SIGKILL of the tuner cannot run any clean-up, so on Linux each server is started with
+  ``PR_SET_PDEATHSIG`` = SIGKILL: the kernel kills it when its parent dies. As a last line,
+  each launch records pid + start time in the store and ``--resume`` reaps survivors.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from autotune.errors import LaunchError, PortInUseError
+
+_PR_SET_PDEATHSIG = 1
+_LIVE: set[ServerProcess] = set()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUseError(
+                f"port {port} on {host} is already in use; set server.port to a free port "
+                "or to 0 to let autotune pick one"
+            ) from None
+
+
+def tail_lines(path: Path, count: int = 40) -> list[str]:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            return list(deque(handle, maxlen=count))
+    except FileNotFoundError:
+        return []
+
+
+def stop_tree(pid: int, *, grace_s: float = 10.0) -> None:
+    """TERM the process and its descendants, then KILL whatever is left after ``grace_s``."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(family, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def reap_stale(pid: int | None, create_time: float | None) -> bool:
+    """Stop a server left by a killed tuner, if that exact process still runs."""
+    if not pid or create_time is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > 0.5:
+            return False  # the pid was reused by something else
+    except psutil.NoSuchProcess:
+        return False
+    stop_tree(pid, grace_s=5.0)
+    return True
+
+
+@dataclass
+class ServerProcess:
+    argv: list[str]
+    log_path: Path
+    base_url: str
+    popen: subprocess.Popen[bytes]
+    started_at: float
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def create_time(self) -> float | None:
+        try:
+            return float(psutil.Process(self.pid).create_time())
+        except psutil.NoSuchProcess:
+            return None
+
+    def log_excerpt(self, count: int = 30) -> str:
+        return "".join(tail_lines(self.log_path, count))
+
+    def stop(self) -> None:
+        _LIVE.discard(self)
+        if self.popen.poll() is None:
+            stop_tree(self.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+def start_server(
+    argv: Sequence[str],
+    *,
+    base_url: str,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> ServerProcess:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    binary = argv[0]
+    if os.sep in binary and not Path(binary).exists():
+        raise LaunchError(f"server binary not found: {binary}; set server.binary to its path")
+    with log_path.open("wb") as log:
+        try:
+            popen = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        except FileNotFoundError:
+            raise LaunchError(
+                f"server binary not found: {binary}; set server.binary to its path"
+            ) from None
+    server = ServerProcess(list(argv), log_path, base_url, popen, time.monotonic())
+    _LIVE.add(server)
+    return server
+
+
+def wait_healthy(
+    server: ServerProcess,
+    *,
+    health_path: str,
+    timeout_s: float,
+    error_line: Callable[[Sequence[str]], str | None],
+) -> float:
+    """Block until ``health_path`` answers 200; return seconds since start.
+
+    A server that exits first becomes a ``LaunchError`` quoting its own error line."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
+        while True:
+            code = server.popen.poll()
+            if code is not None:
+                lines = tail_lines(server.log_path, 60)
+                reason = error_line(lines) or (lines[-1].strip() if lines else "no output")
+                raise LaunchError(
+                    f"server exited at start with code {code}: {reason}",
+                    log_excerpt="".join(lines[-30:]),
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(server.base_url + health_path).status_code == 200:
+                    return time.monotonic() - server.started_at
+            if time.monotonic() > deadline:
+                excerpt = server.log_excerpt()
+                server.stop()
+                raise LaunchError(
+                    f"server did not answer {health_path} within {timeout_s:g} s; "
+                    "raise server.startup_timeout_s if it loads slowly",
+                    log_excerpt=excerpt,
+                )
+            time.sleep(0.2)
+
+
+def stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup() -> None:
+    """Stop live servers at exit and on SIGTERM/SIGHUP. Call once from the main thread."""
+    atexit.register(stop_all)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, _on_sigterm)

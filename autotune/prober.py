@@ -1,0 +1,225 @@
+"""Measure a running server under the workload: async httpx, streamed requests, one
+``RequestSample`` per request, and the server's ``/metrics`` read before and after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from autotune.backends import Backend, SpecCounters
+from autotune.errors import ProbeError
+from autotune.workload import Prompt, Workload
+
+
+@dataclass(frozen=True)
+class RequestSample:
+    prompt_index: int
+    label: str
+    concurrency: int
+    warmup: bool
+    started_s: float  # seconds after the level's measurement window opened
+    e2e_s: float
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    generated_tokens: int = 0
+    prompt_tokens: int | None = None
+    draft_tokens: int | None = None
+    draft_accepted: int | None = None
+    server_tokens_per_second: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """All requests sent at one concurrency level."""
+
+    concurrency: int
+    samples: tuple[RequestSample, ...]
+    window_s: float
+    counters: SpecCounters = field(default_factory=SpecCounters)
+
+    @property
+    def measured(self) -> list[RequestSample]:
+        return [s for s in self.samples if not s.warmup]
+
+
+def _request_body(prompt: Prompt) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "max_tokens": prompt.max_tokens,
+        "temperature": prompt.temperature,
+        "stream": True,
+    }
+    if prompt.messages is not None:
+        body["messages"] = list(prompt.messages)
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body["prompt"] = prompt.prompt
+        body["n_predict"] = prompt.max_tokens
+    return body
+
+
+def _chunk_text(chunk: dict[str, Any]) -> str:
+    if "content" in chunk and isinstance(chunk["content"], str):  # llama.cpp /completion
+        return chunk["content"]
+    text = ""
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        text += (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+        text += choice.get("text") or ""
+    return text
+
+
+async def send_one(
+    client: httpx.AsyncClient,
+    backend: Backend,
+    base_url: str,
+    prompt: Prompt,
+    *,
+    concurrency: int,
+    warmup: bool,
+    window_start: float,
+) -> RequestSample:
+    if prompt.messages is None and backend.completion_path is None:
+        raise ProbeError(f"{backend.name} has no raw-prompt endpoint; use 'messages' prompts")
+    path = backend.chat_path if prompt.messages is not None else str(backend.completion_path)
+    started = time.perf_counter()
+    first_token: float | None = None
+    pieces = 0
+    final: dict[str, Any] = {}
+    usage_tokens: int | None = None
+    common = dict(prompt_index=prompt.index, label=prompt.label, concurrency=concurrency,
+                  warmup=warmup, started_s=started - window_start)
+    try:
+        async with aconnect_sse(client, "POST", base_url + path, json=_request_body(prompt)) as sse:
+            if sse.response.status_code != 200:
+                body = (await sse.response.aread()).decode(errors="replace")[:200]
+                raise ProbeError(f"HTTP {sse.response.status_code}: {body}")
+            async for event in sse.aiter_sse():
+                if event.data.strip() == "[DONE]":
+                    break
+                chunk = json.loads(event.data)
+                if "error" in chunk:
+                    raise ProbeError(f"server error: {chunk['error']}")
+                if _chunk_text(chunk):
+                    pieces += 1
+                    if first_token is None:
+                        first_token = time.perf_counter()
+                if "timings" in chunk:
+                    final = chunk
+                usage = chunk.get("usage")
+                if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+                    usage_tokens = usage["completion_tokens"]
+                    final = final or chunk
+    except (httpx.HTTPError, ProbeError, json.JSONDecodeError) as error:
+        return RequestSample(**common, e2e_s=time.perf_counter() - started,  # type: ignore[arg-type]
+                             error=f"{type(error).__name__}: {error}"[:300])
+    ended = time.perf_counter()
+    timings = backend.parse_timings(final) if final else None
+    tokens = usage_tokens
+    if tokens is None and timings is not None:
+        tokens = timings.predicted_tokens
+    if tokens is None:
+        tokens = pieces
+    ttft = (first_token - started) if first_token is not None else None
+    tpot = (ended - first_token) / (tokens - 1) if first_token is not None and tokens > 1 else None
+    return RequestSample(
+        **common,  # type: ignore[arg-type]
+        e2e_s=ended - started,
+        ttft_s=ttft,
+        tpot_s=tpot,
+        generated_tokens=tokens,
+        prompt_tokens=timings.prompt_tokens if timings else None,
+        draft_tokens=timings.draft_tokens if timings else None,
+        draft_accepted=timings.draft_accepted if timings else None,
+        server_tokens_per_second=timings.predicted_per_second if timings else None,
+    )
+
+
+async def read_counters(client: httpx.AsyncClient, backend: Backend, base_url: str) -> SpecCounters:
+    try:
+        response = await client.get(base_url + "/metrics")
+    except httpx.HTTPError:
+        return SpecCounters()
+    if response.status_code != 200:
+        return SpecCounters()
+    try:
+        return backend.parse_metrics(response.text)
+    except ValueError:  # a page that is not Prometheus text: no counters, not a failure
+        return SpecCounters()
+
+
+async def probe_level(
+    client: httpx.AsyncClient,
+    backend: Backend,
+    base_url: str,
+    prompts: Sequence[Prompt],
+    *,
+    concurrency: int,
+    warmup: Sequence[Prompt] = (),
+) -> LevelResult:
+    """Warm-up requests first (recorded, marked, excluded from aggregates), then the measured
+    prompts through ``concurrency`` workers."""
+    window_start = time.perf_counter()
+    samples: list[RequestSample] = []
+    for prompt in warmup:
+        samples.append(await send_one(client, backend, base_url, prompt, concurrency=concurrency,
+                                      warmup=True, window_start=window_start))
+    before = await read_counters(client, backend, base_url)
+    queue: asyncio.Queue[Prompt] = asyncio.Queue()
+    for prompt in prompts:
+        queue.put_nowait(prompt)
+    measured: list[RequestSample] = []
+    window_start = time.perf_counter()
+
+    async def worker() -> None:
+        while True:
+            try:
+                prompt = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            measured.append(await send_one(client, backend, base_url, prompt,
+                                           concurrency=concurrency, warmup=False,
+                                           window_start=window_start))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    window = time.perf_counter() - window_start
+    after = await read_counters(client, backend, base_url)
+    return LevelResult(concurrency, tuple(samples + measured), window, after.minus(before))
+
+
+def probe(
+    backend: Backend,
+    base_url: str,
+    workload: Workload,
+    *,
+    concurrency_levels: Sequence[int],
+    requests: int,
+    warmup_requests: int,
+    timeout_s: float,
+) -> list[LevelResult]:
+    """Measure every concurrency level in turn (blocking wrapper for the controller)."""
+
+    async def run() -> list[LevelResult]:
+        limits = httpx.Limits(max_connections=max(concurrency_levels) + 2)
+        timeout = httpx.Timeout(timeout_s, connect=5.0)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            results = []
+            for level in concurrency_levels:
+                prompts = workload.schedule(requests * level)
+                warm = [workload.warmup_prompt()] * warmup_requests
+                results.append(await probe_level(client, backend, base_url, prompts,
+                                                 concurrency=level, warmup=warm))
+            return results
+
+    return asyncio.run(run())

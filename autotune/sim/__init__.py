@@ -1,0 +1,1 @@
+"""A simulator of GPU-scale servers, for benchmarking strategies. SIMULATION, not evidence."""

@@ -1,0 +1,202 @@
+"""The search space: what a speculative-decoding setup is, and which setups exist.
+
+A setup is a ``SpecConfig``. Conditions are real conditions: ``p_min`` and ``drafter`` exist only
+for drafter-based methods, ``draft_max`` only where something drafts, and a quantized V cache
+forces flash attention on (llama.cpp refuses to start otherwise).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+NO_DRAFT = "none"
+DRAFTER_METHODS = ("draft-simple", "draft-mtp", "draft-eagle3", "draft-dflash", "draft-dspark")
+NGRAM_METHODS = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache")
+METHODS = (NO_DRAFT, *DRAFTER_METHODS, *NGRAM_METHODS)
+# KV cache types mainline llama.cpp accepts for -ctk/-ctv.
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+UNQUANTIZED_KV = ("f32", "f16", "bf16")
+DEFAULT_KV = "f16"
+
+
+def uses_drafter(method: str) -> bool:
+    return method in DRAFTER_METHODS
+
+
+def drafts(method: str) -> bool:
+    return method != NO_DRAFT
+
+
+def kv_is_quantized(cache_type: str) -> bool:
+    return cache_type not in UNQUANTIZED_KV
+
+
+@dataclass(frozen=True, order=True)
+class SpecConfig:
+    """One candidate setup. Fields that do not apply to ``method`` are ``None``."""
+
+    method: str = NO_DRAFT
+    draft_max: int | None = None
+    p_min: float | None = None
+    drafter: str | None = None
+    cache_type_k: str = DEFAULT_KV
+    cache_type_v: str = DEFAULT_KV
+    flash_attn: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown speculative method {self.method!r}")
+        if drafts(self.method) != (self.draft_max is not None):
+            raise ValueError(f"draft_max must be set exactly when a method drafts ({self})")
+        if uses_drafter(self.method) != (self.drafter is not None and self.p_min is not None):
+            raise ValueError(f"drafter and p_min must be set exactly for drafter methods ({self})")
+        if kv_is_quantized(self.cache_type_v) and self.flash_attn != "on":
+            raise ValueError("a quantized V cache needs flash_attn='on'")
+
+    @property
+    def key(self) -> str:
+        """A stable identity, used to spot repeated setups."""
+        return "|".join(f"{k}={v}" for k, v in sorted(self.to_params().items()))
+
+    def to_params(self) -> dict[str, Any]:
+        """Only the parameters that exist for this setup."""
+        params: dict[str, Any] = {"method": self.method}
+        if self.draft_max is not None:
+            params["draft_max"] = self.draft_max
+        if self.p_min is not None:
+            params["p_min"] = self.p_min
+        if self.drafter is not None:
+            params["drafter"] = self.drafter
+        params["cache_type_k"] = self.cache_type_k
+        params["cache_type_v"] = self.cache_type_v
+        params["flash_attn"] = self.flash_attn
+        return params
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SpecConfig:
+        method = str(params.get("method", NO_DRAFT))
+        v_type = str(params.get("cache_type_v", DEFAULT_KV))
+        flash = "on" if kv_is_quantized(v_type) else str(params.get("flash_attn", "off"))
+        return cls(
+            method=method,
+            draft_max=int(params["draft_max"]) if drafts(method) else None,
+            p_min=round(float(params["p_min"]), 6) if uses_drafter(method) else None,
+            drafter=str(params["drafter"]) if uses_drafter(method) else None,
+            cache_type_k=str(params.get("cache_type_k", DEFAULT_KV)),
+            cache_type_v=v_type,
+            flash_attn=flash,
+        )
+
+    def describe(self) -> str:
+        """A short human label, e.g. ``draft-simple n=3 p=0.6 q4_0.gguf | kv q8_0/q8_0 fa``."""
+        parts = [self.method]
+        if self.draft_max is not None:
+            parts.append(f"n={self.draft_max}")
+        if self.p_min is not None:
+            parts.append(f"p={self.p_min:g}")
+        if self.drafter is not None:
+            parts.append(os.path.basename(self.drafter))
+        kv = f"kv {self.cache_type_k}/{self.cache_type_v}"
+        if self.flash_attn == "on":
+            kv += " fa"
+        return " ".join(parts) + " | " + kv
+
+    def simplicity(self, drafter_bytes: Mapping[str, int] | None = None) -> tuple[float, ...]:
+        """Sort key: smaller is simpler. Among setups that tie on speed we deploy the simplest:
+        no drafter before a drafter (memory, a second model to keep in step), fewer draft tokens,
+        a smaller drafter file, no drafting at all, then the lossless default KV cache (a
+        quantized cache changes outputs, see the reference notes)."""
+        size = (drafter_bytes or {}).get(self.drafter or "", 0)
+        return (
+            float(uses_drafter(self.method)),
+            float(self.draft_max or 0),
+            float(size),
+            float(drafts(self.method)),
+            float(kv_is_quantized(self.cache_type_k)) + float(kv_is_quantized(self.cache_type_v)),
+            float(self.flash_attn == "on"),
+            -(self.p_min or 0.0),
+        )
+
+
+BASELINE = SpecConfig()
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    step: int = 1
+
+    def values(self) -> list[int]:
+        return list(range(self.low, self.high + 1, self.step))
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    step: float = 0.1
+
+    def values(self) -> list[float]:
+        count = int(round((self.high - self.low) / self.step)) + 1
+        return [round(self.low + i * self.step, 6) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    methods: tuple[str, ...] = (NO_DRAFT,)
+    draft_max: IntRange = IntRange(1, 8)
+    p_min: FloatRange = FloatRange(0.0, 0.9, 0.1)
+    drafters: tuple[str, ...] = ()
+    cache_type_k: tuple[str, ...] = (DEFAULT_KV,)
+    cache_type_v: tuple[str, ...] = (DEFAULT_KV,)
+    flash_attn: tuple[str, ...] = ("off",)
+    # Setups the search always measures first, in order (the baseline is one).
+    always_measure: tuple[SpecConfig, ...] = field(default=(BASELINE,))
+
+    def kv_choices(self) -> Iterator[tuple[str, str, str]]:
+        """Valid (K, V, flash-attn) combinations; a quantized V forces flash attention on."""
+        seen: set[tuple[str, str, str]] = set()
+        for k, v, fa in itertools.product(self.cache_type_k, self.cache_type_v, self.flash_attn):
+            combo = (k, v, "on" if kv_is_quantized(v) else fa)
+            if combo not in seen:
+                seen.add(combo)
+                yield combo
+
+    def draft_choices(self) -> Iterator[tuple[str, int | None, float | None, str | None]]:
+        for method in self.methods:
+            if not drafts(method):
+                yield method, None, None, None
+            elif not uses_drafter(method):
+                for n in self.draft_max.values():
+                    yield method, n, None, None
+            else:
+                for drafter, n, p in itertools.product(
+                    self.drafters, self.draft_max.values(), self.p_min.values()
+                ):
+                    yield method, n, p, drafter
+
+    def grid(self) -> list[SpecConfig]:
+        """Every valid setup, in a stable order."""
+        return [
+            SpecConfig(method, n, p, drafter, k, v, fa)
+            for (method, n, p, drafter) in self.draft_choices()
+            for (k, v, fa) in self.kv_choices()
+        ]
+
+    def contains(self, config: SpecConfig) -> bool:
+        if config.method not in self.methods:
+            return False
+        if config.draft_max is not None and config.draft_max not in self.draft_max.values():
+            return False
+        if config.p_min is not None and config.p_min not in self.p_min.values():
+            return False
+        if config.drafter is not None and config.drafter not in self.drafters:
+            return False
+        return (config.cache_type_k, config.cache_type_v, config.flash_attn) in set(
+            self.kv_choices()
+        )

@@ -1,0 +1,98 @@
+"""Opening the store: engine, Alembic migrations to head, and one session scope."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from autotune.errors import StoreError
+
+# Our own version table, so a database shared with Optuna's storage keeps both histories.
+VERSION_TABLE = "autotune_alembic_version"
+
+
+def migrations_dir() -> Path:
+    """``alembic/`` in a checkout; shipped as ``autotune.migrations`` in a wheel."""
+    checkout = Path(__file__).resolve().parents[2] / "alembic"
+    if (checkout / "env.py").is_file():
+        return checkout
+    spec = importlib.util.find_spec("autotune.migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise StoreError("autotune's migrations are missing from this install; reinstall autotune")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def database_url(path: str) -> str:
+    return path if "://" in path else f"sqlite:///{Path(path).expanduser()}"
+
+
+def upgrade(url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util.exc import CommandError
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", url)
+    try:
+        command.upgrade(config, "head")
+    except CommandError as error:
+        raise StoreError(
+            f"the results database {url} was written by a newer autotune ({error}); "
+            "upgrade autotune or point store.path at another file"
+        ) from None
+
+
+@dataclass
+class Store:
+    engine: Engine
+    sessions: sessionmaker[Session]
+    url: str
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """Commit on success, roll back on error, re-raise database errors as StoreError."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as error:
+            session.rollback()
+            raise StoreError(f"results database error: {error}") from error
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # a watcher can read while the tuner writes
+    cursor.close()
+
+
+def open_store(path: str) -> Store:
+    url = database_url(path)
+    if url.startswith("sqlite:///"):
+        parent = Path(url.removeprefix("sqlite:///")).parent
+        if not parent.is_dir():
+            raise StoreError(f"folder for the results database does not exist: {parent}; "
+                             "create it or change store.path")
+    try:
+        engine = create_engine(url)
+        if url.startswith("sqlite"):
+            event.listen(engine, "connect", _sqlite_pragmas)
+        upgrade(url)
+        inspect(engine).get_table_names()
+    except SQLAlchemyError as error:
+        raise StoreError(f"cannot open the results database {url}: {error}") from None
+    return Store(engine, sessionmaker(engine, expire_on_commit=False), url)

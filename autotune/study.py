@@ -1,0 +1,91 @@
+"""One whole study: search, the noise-aware finish, the decision, the stored recommendation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.backends import get_backend
+from autotune.config import TuneSpec
+from autotune.controller import Echo, Tuner, open_study, run_search
+from autotune.finish import run_finish
+from autotune.recommend import (
+    DEFAULT_DEPLOY_PORT,
+    Decision,
+    decide,
+    decide_without_finish,
+    deploy_argv,
+    recommendation_json,
+)
+from autotune.space import BASELINE, SpecConfig
+from autotune.store import repository as repo
+from autotune.store.repository import StudyRecord, TrialRecord
+from autotune.store.session import Store
+from autotune.workload import Workload
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    study: StudyRecord
+    trials: list[TrialRecord]
+    decision: Decision
+    recommendation: dict[str, Any]
+
+
+def best_configs(trials: list[TrialRecord], count: int) -> list[tuple[SpecConfig, float]]:
+    """The ``count`` best feasible setups by mean tokens/s over their search trials."""
+    values: dict[SpecConfig, list[float]] = defaultdict(list)
+    for trial in trials:
+        if trial.feasible and trial.objective is not None:
+            values[trial.config].append(trial.objective)
+    ranked = sorted(((c, float(np.mean(v))) for c, v in values.items()), key=lambda x: -x[1])
+    return ranked[:count]
+
+
+def drafter_sizes(spec: TuneSpec) -> dict[str, int]:
+    sizes = {}
+    for drafter in spec.space.drafters:
+        path = Path(drafter)
+        sizes[drafter] = path.stat().st_size if path.is_file() else 0
+    return sizes
+
+
+def run_tune(
+    spec: TuneSpec, store: Store, workload: Workload, *, name: str, resume: bool, echo: Echo,
+    log_root: Path,
+) -> TuneOutcome:
+    study = open_study(store, spec, name, resume=resume)
+    tuner = Tuner(spec, store, study, workload, log_root / name, echo)
+    budget = spec.search.trials
+    trials = run_search(tuner, budget=budget)
+    sizes = drafter_sizes(spec)
+    top = best_configs(trials, spec.finish.finalists + 1)
+    baseline_values = [t.objective for t in trials if t.config == BASELINE and t.objective]
+    baseline_value = float(np.mean(baseline_values)) if baseline_values else None
+    if not top:
+        decision = Decision(BASELINE, "tie", baseline_value or 0.0, baseline_value)
+        rounds: dict[SpecConfig, list[float]] = {}
+    elif spec.finish.finalists == 0 or spec.server.attach_url:
+        decision = decide_without_finish(top[0][0], top[0][1], baseline_value)
+        rounds = {}
+    else:
+        finalists = [c for c, _ in top if c != BASELINE][: spec.finish.finalists] + [BASELINE]
+        echo(f"finish: re-measuring {len(finalists)} setups interleaved, "
+             f"{spec.finish.rounds} rounds")
+        measured = run_finish(tuner, finalists, concurrent=spec.finish.concurrent_servers)
+        rounds = {f.config: f.rounds for f in measured if f.rounds}
+        decision = decide(
+            rounds, simplicity=lambda c: c.simplicity(sizes),
+            min_gain=spec.finish.min_gain, alpha=spec.finish.alpha,
+        )
+    settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)
+    argv = deploy_argv(get_backend(spec.server.kind), settings, decision.config)
+    recommendation = recommendation_json(decision, argv, study=name, server_kind=spec.server.kind)
+    recommendation["finish_rounds"] = {c.describe(): [round(v, 2) for v in r]
+                                       for c, r in rounds.items()}
+    repo.set_study_state(store, study.id, "finished", recommendation)
+    return TuneOutcome(study, repo.list_trials(store, study.id), decision, recommendation)

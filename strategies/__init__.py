@@ -1,0 +1,33 @@
+"""Search strategies behind one ask/tell protocol, selectable by name in the tune spec."""
+
+from __future__ import annotations
+
+from autotune.space import SearchSpace
+from strategies.base import Ask, Observation, Strategy, StrategyFactory
+from strategies.grid import GridStrategy
+from strategies.optuna_sampler import gp, tpe
+from strategies.random_search import RandomStrategy
+
+_REGISTRY: dict[str, StrategyFactory] = {
+    "grid": GridStrategy,
+    "random": RandomStrategy,
+    "tpe": tpe,
+    "gp": gp,
+}
+
+
+def strategy_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_strategy(name: str, space: SearchSpace, *, seed: int, budget: int) -> Strategy:
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"strategy {name!r} is not registered; available: {', '.join(strategy_names())}"
+        ) from None
+    return factory(space, seed=seed, budget=budget)
+
+
+__all__ = ["Ask", "Observation", "Strategy", "create_strategy", "strategy_names"]

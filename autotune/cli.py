@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -95,12 +94,11 @@ def tune(
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
         results = open_store(spec.store.path)
-        log_root = Path(spec.store.path + ".logs") if "://" not in spec.store.path else Path("autotune-logs")
         typer.echo(f"study {study_name!r}: {spec.search.strategy}, {spec.search.trials} trials, "
                    f"{len(workload.prompts)} prompts ({', '.join(workload.labels)}); "
                    f"results in {spec.store.path}")
         outcome = run_tune(spec, results, workload, name=study_name, resume=resume,
-                           echo=typer.echo, log_root=log_root)
+                           echo=typer.echo, log_root=_log_root(spec))
         typer.echo("")
         typer.echo(results_table(outcome.trials))
         typer.echo("")
@@ -118,6 +116,41 @@ def _baseline_key() -> str:
     from autotune.space import BASELINE
 
     return BASELINE.key
+
+
+@app.command()
+def verify(
+    spec_path: SpecArg = None,
+    name: Annotated[Optional[str], typer.Option(help="Study name (default: from the spec).")] = None,  # noqa: UP045
+    rounds: Annotated[int, typer.Option(min=2, help="Interleaved rounds per setup.")] = 4,
+    store: StoreOpt = None,
+) -> None:
+    """Re-measure a study's recommendation against no drafting and say if the winner holds."""
+    with user_errors():
+        from autotune.embedded import resolve_files
+        from autotune.store.session import open_store
+        from autotune.study import run_verify
+        from autotune.workload import load_workload
+
+        spec, study_name = _load(spec_path, {"store": store, "name": name})
+        workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
+        spec = resolve_files(spec)
+        results = open_store(spec.store.path)
+        outcome = run_verify(spec, results, workload, name=study_name, rounds=rounds,
+                             echo=typer.echo, log_root=_log_root(spec))
+        decision = outcome.decision
+        typer.echo(f"re-measured winner: {decision.config.describe()} "
+                   f"({decision.verdict}; {decision.explain()})")
+        if outcome.agrees:
+            typer.echo("agrees with the stored recommendation")
+        else:
+            typer.echo(f"DISAGREES: the study recommended {outcome.recommended.describe()}")
+            raise typer.Exit(code=1)
+
+
+def _log_root(spec: TuneSpec) -> Path:
+    path = spec.store.path
+    return Path(path + ".logs") if "://" not in path else Path("autotune-logs")
 
 
 @app.command()
@@ -180,4 +213,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

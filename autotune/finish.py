@@ -47,11 +47,15 @@ def merge_levels(per_round: list[list[LevelResult]]) -> list[LevelResult]:
     return merged
 
 
-def run_finish(tuner: Tuner, configs: list[SpecConfig], *, concurrent: bool = True) -> list[Finalist]:
+def run_finish(
+    tuner: Tuner, configs: list[SpecConfig], *, concurrent: bool = False, phase: str = "finish",
+    rounds: int | None = None,
+) -> list[Finalist]:
     finish = tuner.spec.finish
+    total_rounds = rounds or finish.rounds
     finalists = []
     for config in configs:
-        trial_id, number = repo.start_trial(tuner.store, tuner.study.id, phase="finish",
+        trial_id, number = repo.start_trial(tuner.store, tuner.study.id, phase=phase,
                                             config=config, launch_argv=tuner.argv_for(config))
         finalists.append(Finalist(config, trial_id, number))
     completed = False
@@ -64,14 +68,14 @@ def run_finish(tuner: Tuner, configs: list[SpecConfig], *, concurrent: bool = Tr
                             tuner.running(finalist.config, finalist.trial_id, finalist.number))
                     except LaunchError as error:
                         finalist.failure = str(error)
-            for round_index in range(finish.rounds):
+            for round_index in range(total_rounds):
                 live = [f for f in finalists if f.failure is None]
                 if not live:
                     break
                 shift = round_index % len(live)
                 for finalist in live[shift:] + live[:shift]:
                     _measure_round(tuner, finalist, round_index, concurrent)
-                tuner.echo(f"finish round {round_index + 1}/{finish.rounds}: " + ", ".join(
+                tuner.echo(f"{phase} round {round_index + 1}/{total_rounds}: " + ", ".join(
                     f"{f.config.describe()} {f.rounds[-1]:.1f}" for f in live if f.rounds))
         completed = True
     finally:

@@ -19,7 +19,8 @@ NGRAM_METHODS = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "n
 METHODS = (NO_DRAFT, *DRAFTER_METHODS, *NGRAM_METHODS)
 # KV cache types mainline llama.cpp accepts for -ctk/-ctv.
 KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
-UNQUANTIZED_KV = ("f32", "f16", "bf16")
+# "auto" is vLLM/SGLang for "the model dtype".
+UNQUANTIZED_KV = ("f32", "f16", "bf16", "auto")
 DEFAULT_KV = "f16"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from autotune.backends import get_backend
 from autotune.config import TuneSpec
+from autotune.errors import SpecError
 from autotune.controller import Echo, Tuner, open_study, run_search
 from autotune.finish import run_finish
 from autotune.recommend import (
@@ -77,11 +78,17 @@ def run_tune(
         echo(f"finish: re-measuring {len(finalists)} setups interleaved, "
              f"{spec.finish.rounds} rounds")
         measured = run_finish(tuner, finalists, concurrent=spec.finish.concurrent_servers)
+        for finalist in measured:
+            if finalist.failure:
+                echo(f"finish: {finalist.config.describe()} failed: {finalist.failure}")
         rounds = {f.config: f.rounds for f in measured if f.rounds}
-        decision = decide(
-            rounds, simplicity=lambda c: c.simplicity(sizes),
-            min_gain=spec.finish.min_gain, alpha=spec.finish.alpha,
-        )
+        if rounds:
+            decision = decide(
+                rounds, simplicity=lambda c: c.simplicity(sizes),
+                min_gain=spec.finish.min_gain, alpha=spec.finish.alpha,
+            )
+        else:
+            decision = decide_without_finish(top[0][0], top[0][1], baseline_value)
     settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)
     argv = deploy_argv(get_backend(spec.server.kind), settings, decision.config)
     recommendation = recommendation_json(decision, argv, study=name, server_kind=spec.server.kind)
@@ -89,3 +96,41 @@ def run_tune(
                                        for c, r in rounds.items()}
     repo.set_study_state(store, study.id, "finished", recommendation)
     return TuneOutcome(study, repo.list_trials(store, study.id), decision, recommendation)
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    recommended: SpecConfig
+    challenger: SpecConfig
+    decision: Decision
+
+    @property
+    def agrees(self) -> bool:
+        return self.decision.config == self.recommended
+
+
+def run_verify(
+    spec: TuneSpec, store: Store, workload: Workload, *, name: str, rounds: int, echo: Echo,
+    log_root: Path,
+) -> VerifyOutcome:
+    """Re-measure the stored recommendation against no drafting (or, when no drafting was
+    recommended, against the best drafting setup), interleaved, and decide again."""
+    study = repo.find_study(store, name)
+    if study is None or not study.recommendation:
+        raise SpecError(f"study {name!r} has no recommendation in {store.url}; run tune first")
+    recommended = SpecConfig.from_params(study.recommendation["params"])
+    if recommended != BASELINE:
+        challenger = BASELINE
+    else:
+        search = [t for t in repo.list_trials(store, study.id, phase="search")]
+        others = [c for c, _ in best_configs(search, 2) if c != BASELINE]
+        if not others:
+            raise SpecError(f"study {name!r} measured nothing but no drafting; nothing to verify")
+        challenger = others[0]
+    tuner = Tuner(spec, store, study, workload, log_root / name, echo)
+    measured = run_finish(tuner, [recommended, challenger], phase="verify", rounds=rounds)
+    runs = {f.config: f.rounds for f in measured if f.rounds}
+    sizes = drafter_sizes(spec)
+    decision = decide(runs, simplicity=lambda c: c.simplicity(sizes),
+                      min_gain=spec.finish.min_gain, alpha=spec.finish.alpha)
+    return VerifyOutcome(recommended, challenger, decision)

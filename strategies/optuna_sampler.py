@@ -152,6 +152,13 @@ def tpe(space: SearchSpace, *, seed: int, budget: int = 0) -> OptunaStrategy:
 
 
 def gp(space: SearchSpace, *, seed: int, budget: int = 0) -> OptunaStrategy:
+    try:
+        import torch  # noqa: F401 - Optuna's GPSampler needs it after its startup trials
+    except ImportError:
+        raise KeyError(
+            "strategy 'gp' needs PyTorch (Optuna's GPSampler runs on it); "
+            "install it with: pip install 'autotune[gp]'"
+        ) from None
     return OptunaStrategy(
         space, name="gp", seed=seed,
         sampler_factory=lambda s: optuna.samplers.GPSampler(

@@ -14,7 +14,7 @@ _METHOD_NAMES = {"draft-mtp": "mtp", "draft-simple": "draft"}
 
 class IkLlamaBackend(LlamaCppBackend):
     name = "ik_llama.cpp"
-    methods = ("none", "draft-simple", "draft-mtp", "ngram-simple", "ngram-mod")
+    methods: tuple[str, ...] = ("none", "draft-simple", "draft-mtp", "ngram-simple", "ngram-mod")
 
     def config_argv(self, config: SpecConfig) -> list[str]:
         argv = ["-ctk", config.cache_type_k, "-ctv", config.cache_type_v]

@@ -37,8 +37,8 @@ def _float(value: Any) -> float | None:
 
 class LlamaCppBackend:
     name = "llama.cpp"
-    kv_types = KV_TYPES
-    methods = METHODS
+    kv_types: tuple[str, ...] = KV_TYPES
+    methods: tuple[str, ...] = METHODS
     health_path = "/health"
     chat_path = "/v1/chat/completions"
     completion_path: str | None = "/completion"

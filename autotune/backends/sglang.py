@@ -22,8 +22,8 @@ _ALGORITHMS = {
 
 class SglangBackend:
     name = "sglang"
-    kv_types = ("auto", "fp8_e4m3", "fp8_e5m2")
-    methods = ("none", *_ALGORITHMS)
+    kv_types: tuple[str, ...] = ("auto", "fp8_e4m3", "fp8_e5m2")
+    methods: tuple[str, ...] = ("none", *_ALGORITHMS)
     health_path = "/health"
     chat_path = "/v1/chat/completions"
     completion_path: str | None = None

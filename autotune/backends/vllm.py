@@ -36,8 +36,8 @@ _METHOD_NAMES = {
 class VllmBackend:
     name = "vllm"
     # vLLM has one dtype for K and V: the spec's cache_type_k is used, V must match.
-    kv_types = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
-    methods = ("none", *_METHOD_NAMES)
+    kv_types: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+    methods: tuple[str, ...] = ("none", *_METHOD_NAMES)
     health_path = "/health"
     chat_path = "/v1/chat/completions"
     completion_path: str | None = None

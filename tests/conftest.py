@@ -1,0 +1,98 @@
+"""Shared fixtures. Server tests use the real llama-server and the real Gemma 3 270M model
+(the ``[server]`` extra); they fail, never skip, when it is missing, so CI cannot go green
+without them."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import tomli_w
+
+
+def server_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if cmd and Path(cmd[0]).name == "llama-server":
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="session")
+def real_binary() -> str:
+    try:
+        from autotune.embedded import server_binary
+
+        return server_binary()
+    except Exception as error:  # noqa: BLE001 - report any reason the server is unavailable
+        pytest.fail(f"the real llama-server is required: {error}")
+
+
+@pytest.fixture(scope="session")
+def real_model() -> str:
+    from autotune.embedded import embedded_model
+
+    return embedded_model()
+
+
+@pytest.fixture(scope="session")
+def real_drafter(real_binary: str) -> str:
+    from autotune.embedded import embedded_drafter
+
+    return embedded_drafter("Q4_0")
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SMALL_PROMPTS = [
+    {"class": "code", "max_tokens": 24, "messages": [{"role": "user", "content":
+        "Rename x to y and return the code:\ndef f(x):\n    return x + x\n"}]},
+    {"class": "chat", "max_tokens": 24, "messages": [{"role": "user", "content":
+        "Name three colours."}]},
+]
+
+
+@pytest.fixture
+def small_workload(tmp_path: Path) -> Path:
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in SMALL_PROMPTS))
+    return path
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path, small_workload: Path) -> Callable[..., Path]:
+    """Write a small, fast spec; keyword sections override the defaults."""
+
+    def write(name: str = "spec.toml", **sections: dict[str, Any]) -> Path:
+        spec: dict[str, Any] = {
+            "name": "test",
+            "server": {"model": "embedded:gemma3-270m", "ctx_size": 1024, "threads": 2,
+                       "startup_timeout_s": 60},
+            "space": {"methods": ["none", "ngram-mod"], "draft_max": {"low": 2, "high": 4},
+                      "cache_type_k": ["f16"], "cache_type_v": ["f16"]},
+            "workload": {"files": [str(small_workload)], "requests": 2, "warmup_requests": 1},
+            "search": {"strategy": "grid", "trials": 3},
+            "finish": {"finalists": 1, "rounds": 2, "requests_per_round": 1},
+            "store": {"path": str(tmp_path / "results.db")},
+        }
+        for section, values in sections.items():
+            if isinstance(values, dict) and isinstance(spec.get(section), dict):
+                spec[section] = {**spec[section], **values}
+            else:
+                spec[section] = values
+        path = tmp_path / name
+        path.write_text(tomli_w.dumps(spec))
+        return path
+
+    return write

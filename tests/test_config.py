@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from autotune.config import parse_spec
+from autotune.errors import SpecError
+
+
+def parse(data: dict) -> object:
+    return parse_spec(data, source="spec.toml", base_dir=Path("/specs"))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"space": {"cache_type_k": ["q9_9"]}}, "space.cache_type_k: unknown KV cache type 'q9_9'"),
+        ({"space": {"draft_max": {"low": -1, "high": 4}}}, "space.draft_max.low"),
+        ({"space": {"draft_max": {"low": 5, "high": 2}}}, "swap them"),
+        ({"space": {"methods": ["draft-simple"]}}, "list drafter GGUF files in space.drafters"),
+        ({"space": {"methods": ["warp-drive"]}}, "unknown method 'warp-drive'"),
+        ({"sever": {}}, "sever: Extra inputs are not permitted; remove it or check its spelling"),
+        ({"workload": {"concurrency": [4]}}, "set server.parallel = 4"),
+        ({"server": {"kind": "vllm"}, "space": {"cache_type_k": ["q8_0"]}}, "for vllm"),
+    ],
+)
+def test_bad_specs_name_the_key_and_the_fix(data: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse(data)
+    message = str(info.value)
+    assert message.startswith("spec.toml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_baseline_is_always_in_the_space() -> None:
+    spec = parse({"space": {"methods": ["ngram-mod"]}})
+    assert spec.space.methods[0] == "none"
+
+
+def test_relative_paths_resolve_against_the_spec_folder() -> None:
+    spec = parse({"server": {"model": "m.gguf"}, "workload": {"files": ["w.jsonl"]},
+                  "store": {"path": "r.db"}})
+    assert spec.server.model == "/specs/m.gguf"
+    assert spec.workload.files == ["/specs/w.jsonl"]
+    assert spec.store.path == "/specs/r.db"
+
+
+def test_default_spec_is_valid() -> None:
+    from autotune.config import load_spec
+    from autotune.embedded import default_spec_path
+
+    spec = load_spec(default_spec_path())
+    assert spec.search.trials >= 12
+    assert len(spec.space.to_space().grid()) > 100

@@ -1,0 +1,89 @@
+"""Every strategy's contract: ask/tell, replayed observations, conditional parameters."""
+
+import pytest
+
+from autotune.space import BASELINE, FloatRange, IntRange, SearchSpace, SpecConfig, uses_drafter
+from strategies import Observation, create_strategy, strategy_names
+
+SPACE = SearchSpace(
+    methods=("none", "draft-simple", "ngram-mod"),
+    draft_max=IntRange(1, 4),
+    p_min=FloatRange(0.0, 0.8, 0.4),
+    drafters=("q8.gguf", "q4.gguf"),
+    cache_type_k=("f16", "q8_0"),
+    cache_type_v=("f16",),
+)
+
+
+def toy_speed(config: SpecConfig) -> float:
+    if config.method == "ngram-mod":
+        return 60.0 + 2 * (config.draft_max or 0)
+    if uses_drafter(config.method):
+        return 30.0 + (5 if config.drafter == "q4.gguf" else 0)
+    return 45.0
+
+
+def available(name: str) -> bool:
+    try:
+        create_strategy(name, SPACE, seed=0, budget=1)
+    except KeyError:
+        return False
+    return True
+
+
+STRATEGIES = [
+    pytest.param(name, marks=pytest.mark.skipif(
+        not available(name), reason=f"{name}: optional dependency not installed"))
+    for name in strategy_names()
+]
+
+
+def run(name: str, steps: int, *, seed: int = 0) -> list[SpecConfig]:
+    strategy = create_strategy(name, SPACE, seed=seed, budget=steps)
+    strategy.tell(Observation(BASELINE, toy_speed(BASELINE), True))
+    asked = []
+    for _ in range(steps):
+        ask = strategy.ask()
+        if ask is None:
+            break
+        assert SPACE.contains(ask.config), ask.config
+        assert ask.effort > 0
+        asked.append(ask.config)
+        strategy.tell(Observation(ask.config, toy_speed(ask.config), True, effort=ask.effort))
+    return asked
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_asks_valid_setups(name: str) -> None:
+    assert run(name, 8)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_accepts_observations_it_never_asked_for(name: str) -> None:
+    strategy = create_strategy(name, SPACE, seed=1, budget=10)
+    for config in SPACE.grid()[:5]:
+        strategy.tell(Observation(config, toy_speed(config), True))
+    strategy.tell(Observation(SPACE.grid()[6], None, False))  # a failed launch
+    ask = strategy.ask()
+    assert ask is None or SPACE.contains(ask.config)
+
+
+@pytest.mark.parametrize("name", ["grid", "random", "tpe"])
+def test_resume_does_not_repeat_replayed_setups(name: str) -> None:
+    first = run(name, 5, seed=3)
+    resumed = create_strategy(name, SPACE, seed=3, budget=10)
+    resumed.tell(Observation(BASELINE, toy_speed(BASELINE), True))
+    for config in first:
+        resumed.tell(Observation(config, toy_speed(config), True))
+    ask = resumed.ask()
+    assert ask is not None and ask.config not in first
+
+
+def test_grid_covers_the_space_then_stops() -> None:
+    asked = run("grid", len(SPACE.grid()) + 5)
+    assert set(asked) | {BASELINE} == set(SPACE.grid())
+
+
+def test_unknown_strategy_names_the_available_ones() -> None:
+    with pytest.raises(KeyError, match="available: "):
+        create_strategy("annealing", SPACE, seed=0, budget=1)

@@ -1,0 +1,159 @@
+"""SIMULATION: a physically grounded model of a speculative-decoding server's throughput.
+
+Never evidence about a real server. It exists to benchmark search strategies on GPU-scale
+landscapes this project cannot run. Formulas (see shared/reference/spec-decoding-model.md):
+
+- per step the drafter proposes up to n tokens; it stops early when its confidence q_i for the
+  next token falls below p_min (llama.cpp's --draft-p-min);
+- confidences are Beta-distributed with mean a_i, the conditional acceptance of position i,
+  and calibrated (P(accept | q) = q, as EAGLE-2 reports), so with threshold p:
+      P(position i drafted)  = prod_{j<i} P(q_j >= p)
+      P(position i accepted) = prod_{j<=i} E[q_j ; q_j >= p]
+  and E[tokens per step] = 1 + sum_i P(position i accepted)  (Leviathan et al. 2211.17192);
+- step time = E[drafted] * D + V(1 + E[drafted]), with V(n) = V1 * (1 + s * (n - 1)) and a
+  kernel cliff above 8 tokens (llama.cpp PR #5625: V(9)/V(1) = 3.88 on CUDA);
+- concurrency c raises the verifier's per-token slope (compute-bound batches), which erodes
+  the gain (vLLM blog 2024-10-17: 1.5x at QPS 1, a slowdown at high QPS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from autotune.space import SpecConfig, drafts, uses_drafter
+
+CONFIDENCE_CONCENTRATION = 4.0  # Beta(a*k, (1-a)*k): how spread drafter confidences are
+
+
+@dataclass(frozen=True)
+class DrafterModel:
+    """One drafter file: its per-token cost relative to a verifier step and an acceptance
+    multiplier from its quantization."""
+
+    cost_ratio: float  # D / V1
+    acceptance_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Landscape:
+    """A preset. ``acceptance`` is the conditional acceptance a_i of positions 1..8 for a
+    full-precision drafter; ``ngram_acceptance`` the same for n-gram lookup."""
+
+    name: str
+    description: str
+    baseline_tokens_per_second: float
+    verifier_slope: float  # s in V(n) = V1 (1 + s (n-1))
+    acceptance: tuple[float, ...]
+    drafters: dict[str, DrafterModel]
+    ngram_acceptance: tuple[float, ...] = (0.3, 0.25, 0.2, 0.15, 0.1, 0.08, 0.06, 0.05)
+    ngram_cost_ratio: float = 0.01
+    kv_speed: dict[str, float] = field(default_factory=lambda: {"f16": 1.0, "q8_0": 1.0})
+    flash_attn_speed: float = 1.0  # multiplier when flash attention is on
+    cliff_above: int = 8
+    cliff_factor: float = 2.2
+    concurrency: int = 1
+    concurrency_slope: float = 0.0  # added to s per extra concurrent request
+    launch_seconds: float = 30.0
+    noise: float = 0.04  # lognormal sigma of one full-effort reading
+    citations: tuple[str, ...] = ()
+
+
+def verifier_time(landscape: Landscape, tokens: float) -> float:
+    """V(n)/V1 for a batch of ``tokens`` tokens verified in one pass."""
+    slope = landscape.verifier_slope + landscape.concurrency_slope * (landscape.concurrency - 1)
+    time = 1.0 + slope * (tokens - 1.0)
+    if tokens > landscape.cliff_above + 1:
+        time *= landscape.cliff_factor
+    return time
+
+
+def position_terms(acceptance: np.ndarray, p_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """(P(q_i >= p), E[q_i ; q_i >= p]) per position for Beta confidences with mean a_i."""
+    k = CONFIDENCE_CONCENTRATION
+    a = np.clip(acceptance, 1e-4, 1 - 1e-4)
+    alpha, beta = a * k, (1 - a) * k
+    if p_min <= 0:
+        return np.ones_like(a), a
+    survive = scipy_stats.beta.sf(p_min, alpha, beta)
+    # E[q 1{q>=p}] = mean * P(Beta(alpha+1, beta) >= p)
+    accepted = a * scipy_stats.beta.sf(p_min, alpha + 1, beta)
+    return survive, accepted
+
+
+def expected_step(acceptance: np.ndarray, draft_max: int, p_min: float) -> tuple[float, float]:
+    """(E[drafted tokens], E[tokens emitted]) per verify step."""
+    a = acceptance[:draft_max]
+    survive, accepted = position_terms(a, p_min)
+    drafted = float(np.sum(np.concatenate(([1.0], np.cumprod(survive)[:-1]))))
+    emitted = 1.0 + float(np.sum(np.cumprod(accepted)))
+    return drafted, emitted
+
+
+def unconditional_acceptance(acceptance: np.ndarray, draft_max: int, p_min: float) -> np.ndarray:
+    """r_i = P(position i accepted), what per-position counters report (accepted_i / drafts)."""
+    _, accepted = position_terms(acceptance[:draft_max], p_min)
+    return np.cumprod(accepted)
+
+
+def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
+    """The noiseless throughput of ``config`` on ``landscape``."""
+    kv = landscape.kv_speed.get(config.cache_type_k, 1.0) * landscape.kv_speed.get(
+        config.cache_type_v, 1.0)
+    fa = landscape.flash_attn_speed if config.flash_attn == "on" else 1.0
+    base = landscape.baseline_tokens_per_second * kv * fa
+    if not drafts(config.method):
+        return base * verifier_time(landscape, 1.0) ** -1 * _concurrency_base(landscape)
+    assert config.draft_max is not None
+    if uses_drafter(config.method):
+        drafter = landscape.drafters[str(config.drafter)]
+        acceptance = np.asarray(landscape.acceptance) * drafter.acceptance_scale
+        cost = drafter.cost_ratio
+        p_min = config.p_min or 0.0
+    else:
+        acceptance = np.asarray(landscape.ngram_acceptance)
+        cost = landscape.ngram_cost_ratio
+        p_min = 0.0
+    drafted, emitted = expected_step(acceptance, config.draft_max, p_min)
+    step = drafted * cost + verifier_time(landscape, 1.0 + drafted)
+    return base * emitted / step * _concurrency_base(landscape)
+
+
+def _concurrency_base(landscape: Landscape) -> float:
+    return 1.0  # aggregate throughput scaling is folded into baseline_tokens_per_second
+
+
+@dataclass(frozen=True)
+class SimReading:
+    tokens_per_second: float
+    per_position_acceptance: tuple[float, ...]
+    acceptance: float | None
+    seconds: float  # simulated wall-clock: launch + measuring
+
+
+def simulate_launch(
+    landscape: Landscape, config: SpecConfig, rng: np.random.Generator, *, effort: float = 1.0,
+    measure_seconds: float = 60.0,
+) -> SimReading:
+    """One noisy launch-and-measure of ``config``; noise shrinks with more requests."""
+    truth = true_tokens_per_second(landscape, config)
+    sigma = landscape.noise / np.sqrt(max(effort, 1e-3))
+    reading = truth * float(np.exp(rng.normal(0.0, sigma)))
+    per_position: tuple[float, ...] = ()
+    acceptance = None
+    if drafts(config.method) and config.draft_max:
+        if uses_drafter(config.method):
+            drafter = landscape.drafters[str(config.drafter)]
+            a = np.asarray(landscape.acceptance) * drafter.acceptance_scale
+            p_min = config.p_min or 0.0
+        else:
+            a, p_min = np.asarray(landscape.ngram_acceptance), 0.0
+        r = unconditional_acceptance(a, config.draft_max, p_min)
+        noisy = np.clip(r * np.exp(rng.normal(0.0, sigma / 2, size=r.size)), 0.0, 1.0)
+        per_position = tuple(float(x) for x in noisy)
+        drafted, emitted = expected_step(a, config.draft_max, p_min)
+        acceptance = (emitted - 1.0) / drafted if drafted else None
+    return SimReading(reading, per_position, acceptance,
+                      landscape.launch_seconds + measure_seconds * effort)

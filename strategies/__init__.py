@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from autotune.space import SearchSpace
+from strategies.bandit import ThompsonStrategy
 from strategies.base import Ask, Observation, Strategy, StrategyFactory
 from strategies.grid import GridStrategy
+from strategies.halving import HalvingStrategy
 from strategies.optuna_sampler import gp, tpe
 from strategies.random_search import RandomStrategy
+from strategies.spec_model import SpecModelStrategy
 
 _REGISTRY: dict[str, StrategyFactory] = {
     "grid": GridStrategy,
     "random": RandomStrategy,
     "tpe": tpe,
     "gp": gp,
+    "bandit": ThompsonStrategy,
+    "halving": HalvingStrategy,
+    "spec-model": SpecModelStrategy,
 }
 
 

@@ -7,7 +7,7 @@ landscapes this project cannot run. Formulas (see shared/reference/spec-decoding
   next token falls below p_min (llama.cpp's --draft-p-min);
 - confidences are Beta-distributed with mean a_i, the conditional acceptance of position i,
   and calibrated (P(accept | q) = q, as EAGLE-2 reports), so with threshold p:
-      P(position i drafted)  = prod_{j<i} P(q_j >= p)
+      P(position i drafted)  = prod_{j<=i} P(q_j >= p)   (the low-confidence token is dropped)
       P(position i accepted) = prod_{j<=i} E[q_j ; q_j >= p]
   and E[tokens per step] = 1 + sum_i P(position i accepted)  (Leviathan et al. 2211.17192);
 - step time = E[drafted] * D + V(1 + E[drafted]), with V(n) = V1 * (1 + s * (n - 1)) and a
@@ -87,7 +87,8 @@ def expected_step(acceptance: np.ndarray, draft_max: int, p_min: float) -> tuple
     """(E[drafted tokens], E[tokens emitted]) per verify step."""
     a = acceptance[:draft_max]
     survive, accepted = position_terms(a, p_min)
-    drafted = float(np.sum(np.concatenate(([1.0], np.cumprod(survive)[:-1]))))
+    # Newer llama.cpp drops the low-confidence token instead of drafting it (reference §1).
+    drafted = float(np.sum(np.cumprod(survive)))
     emitted = 1.0 + float(np.sum(np.cumprod(accepted)))
     return drafted, emitted
 
@@ -117,7 +118,7 @@ def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
         cost = landscape.ngram_cost_ratio
         p_min = 0.0
     drafted, emitted = expected_step(acceptance, config.draft_max, p_min)
-    step = drafted * cost + verifier_time(landscape, 1.0 + drafted)
+    step = max(drafted, 0.0) * cost + verifier_time(landscape, 1.0 + drafted)
     return base * emitted / step * _concurrency_base(landscape)
 
 
@@ -154,6 +155,6 @@ def simulate_launch(
         noisy = np.clip(r * np.exp(rng.normal(0.0, sigma / 2, size=r.size)), 0.0, 1.0)
         per_position = tuple(float(x) for x in noisy)
         drafted, emitted = expected_step(a, config.draft_max, p_min)
-        acceptance = (emitted - 1.0) / drafted if drafted else None
+        acceptance = (emitted - 1.0) / drafted if drafted > 1e-9 else None
     return SimReading(reading, per_position, acceptance,
                       landscape.launch_seconds + measure_seconds * effort)

@@ -1,0 +1,52 @@
+"""Acceptance maths the model-based strategy uses. Pure functions.
+
+E[tokens per verify step] with per-position conditional acceptance a_1..a_k is
+1 + sum_i prod_{j<=i} a_j; with unconditional r_i (what per-position counters report:
+accepted at position i / drafts) it is 1 + sum_i r_i. A p-min threshold is modelled as in the
+simulator: calibrated Beta confidences with mean a_i, drafting stops at the first q_i < p_min.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from autotune.sim.model import expected_step
+
+
+def expected_tokens(unconditional: Sequence[float], draft_max: int) -> float:
+    """1 + sum of the first ``draft_max`` unconditional acceptances."""
+    return 1.0 + float(np.sum(np.asarray(unconditional, dtype=float)[:draft_max]))
+
+
+def conditional_from_unconditional(unconditional: Sequence[float]) -> np.ndarray:
+    """a_i = r_i / r_{i-1} (r_0 = 1), clipped to [0, 1]."""
+    r = np.asarray(unconditional, dtype=float)
+    previous = np.concatenate(([1.0], r[:-1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(previous > 0, r / previous, 0.0)
+    return np.clip(a, 0.0, 1.0)
+
+
+def acceptance_ratio(conditional: Sequence[float], draft_max: int) -> float:
+    """llama.cpp's "acceptance" (accepted / drafted) under full drafting: not alpha."""
+    a = np.asarray(conditional, dtype=float)[:draft_max]
+    return float(np.sum(np.cumprod(a)) / draft_max)
+
+
+def fit_step_time(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares for step time = alpha + beta * drafted, from (drafted, step time) pairs."""
+    drafted = np.array([p[0] for p in points])
+    times = np.array([p[1] for p in points])
+    if len(points) == 1 or np.ptp(drafted) == 0:
+        return float(times[0]), 0.0
+    beta, alpha = np.polyfit(drafted, times, 1)
+    return float(alpha), float(max(beta, 0.0))
+
+
+def predict_tokens_per_second(
+    conditional: Sequence[float], draft_max: int, p_min: float, alpha: float, beta: float
+) -> float:
+    drafted, emitted = expected_step(np.asarray(conditional, dtype=float), draft_max, p_min)
+    return emitted / max(alpha + beta * drafted, 1e-9)

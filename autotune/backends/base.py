@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -154,11 +154,3 @@ def first_error_line(log_lines: Sequence[str], markers: Sequence[str]) -> str | 
             return line.strip()
     return None
 
-
-@dataclass
-class OpenAIChunkTimings:
-    """Helper for servers that report only OpenAI ``usage``: token counts, no draft stats."""
-
-    completion_tokens: int | None = None
-    prompt_tokens: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -106,7 +106,7 @@ def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
     fa = landscape.flash_attn_speed if config.flash_attn == "on" else 1.0
     base = landscape.baseline_tokens_per_second * kv * fa
     if not drafts(config.method):
-        return base * verifier_time(landscape, 1.0) ** -1 * _concurrency_base(landscape)
+        return base
     assert config.draft_max is not None
     if uses_drafter(config.method):
         drafter = landscape.drafters[str(config.drafter)]
@@ -119,11 +119,7 @@ def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
         p_min = 0.0
     drafted, emitted = expected_step(acceptance, config.draft_max, p_min)
     step = max(drafted, 0.0) * cost + verifier_time(landscape, 1.0 + drafted)
-    return base * emitted / step * _concurrency_base(landscape)
-
-
-def _concurrency_base(landscape: Landscape) -> float:
-    return 1.0  # aggregate throughput scaling is folded into baseline_tokens_per_second
+    return base * emitted / step
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def fit_step_time(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
 
 
 def predict_tokens_per_second(
-    conditional: Sequence[float], draft_max: int, p_min: float, alpha: float, beta: float
+    conditional: Sequence[float] | np.ndarray, draft_max: int, p_min: float, alpha: float, beta: float
 ) -> float:
     drafted, emitted = expected_step(np.asarray(conditional, dtype=float), draft_max, p_min)
     return emitted / max(alpha + beta * drafted, 1e-9)

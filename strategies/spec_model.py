@@ -167,7 +167,7 @@ class SpecModelStrategy:
         def ucb(item: tuple[float, str]) -> float:
             value, key = item
             count = len(self._ledger.by_key[key])
-            return value * (1 + 0.05 * np.sqrt(2 * np.log(total + 1) / count))
+            return float(value * (1 + 0.05 * np.sqrt(2 * np.log(total + 1) / count)))
 
         self._confirms += 1
         return Ask(self._ledger.configs[max(top, key=ucb)[1]])

@@ -79,7 +79,7 @@ def tune(
 ) -> None:
     """Launch the server in candidate setups, measure each, and print the best launch command."""
     with user_errors():
-        from autotune.embedded import resolve_files
+        from autotune.embedded import resolve_files, simulated_preset
         from autotune.report import class_breakdown, recommendation_text, results_table
         from autotune.store.session import open_store
         from autotune.study import run_tune
@@ -94,6 +94,10 @@ def tune(
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
         results = open_store(spec.store.path)
+        preset = simulated_preset(spec)
+        if preset is not None:
+            typer.echo(f"SIMULATION: the server is autotune.sim preset {preset!r}, not a real "
+                       "server; its figures say nothing about real hardware")
         typer.echo(f"study {study_name!r}: {spec.search.strategy}, {spec.search.trials} trials, "
                    f"{len(workload.prompts)} prompts ({', '.join(workload.labels)}); "
                    f"results in {spec.store.path}")

@@ -202,7 +202,7 @@ def format_validation_error(source: str, error: ValidationError) -> str:
 
 
 def _resolve(path: str, base: Path) -> str:
-    if path.startswith("embedded") or "://" in path:
+    if path.startswith(("embedded", "simulated:")) or "://" in path:
         return path
     candidate = Path(path).expanduser()
     return str(candidate if candidate.is_absolute() else (base / candidate).resolve())

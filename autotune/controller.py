@@ -38,13 +38,13 @@ from strategies import Observation, create_strategy
 Echo = Callable[[str], None]
 
 
-def observation_of(trial: TrialRecord, effort: float = 1.0) -> Observation:
+def observation_of(trial: TrialRecord) -> Observation:
     primary = trial.summary[0] if trial.summary else {}
     return Observation(
         config=trial.config,
         tokens_per_second=trial.objective if trial.state != TrialState.FAILED else None,
         feasible=bool(trial.feasible),
-        effort=effort,
+        effort=trial.effort,
         acceptance=primary.get("acceptance"),
         per_position_acceptance=tuple(primary.get("per_position_acceptance") or ()),
     )
@@ -115,7 +115,8 @@ class Tuner:
     def measure(self, config: SpecConfig, *, phase: str, effort: float = 1.0) -> TrialRecord:
         """One trial: launch, probe, evaluate, store (samples included), stop."""
         trial_id, number = repo.start_trial(self.store, self.study.id, phase=phase,
-                                            config=config, launch_argv=self.argv_for(config))
+                                            config=config, launch_argv=self.argv_for(config),
+                                            effort=effort)
         requests = max(1, round(self.spec.workload.requests * effort))
         finished = False
         try:
@@ -176,9 +177,9 @@ def open_study(store: Store, spec: TuneSpec, name: str, *, resume: bool) -> Stud
     return existing
 
 
-def run_search(tuner: Tuner, *, budget: int) -> list[TrialRecord]:
+def run_search(tuner: Tuner, *, budget: int) -> tuple[list[TrialRecord], SpecConfig | None]:
     """Measure the baseline first, then what the strategy asks, until ``budget`` search trials
-    are finished. Returns every finished search trial."""
+    are finished. Returns every finished search trial and the strategy's own pick."""
     spec = tuner.spec
     strategy = create_strategy(spec.search.strategy, spec.space.to_space(),
                                seed=spec.search.seed, budget=budget)
@@ -203,8 +204,8 @@ def run_search(tuner: Tuner, *, budget: int) -> list[TrialRecord]:
         trial = tuner.measure(ask.config, phase="search", effort=ask.effort)
         finished.append(trial)
         tuner.echo(progress_line(trial, len(finished), budget))
-        strategy.tell(observation_of(trial, ask.effort))
-    return finished
+        strategy.tell(observation_of(trial))
+    return finished, strategy.recommend()
 
 
 def progress_line(trial: TrialRecord, done: int, budget: int) -> str:

@@ -5,7 +5,9 @@ from it with ``llama-quantize``. ``embedded...`` names in a spec resolve here.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from autotune.config import TuneSpec
@@ -72,8 +74,45 @@ def _resolve_file(value: str, what: str, key: str) -> str:
     return value
 
 
+SIMULATED = "simulated:"
+
+
+def simulated_preset(spec: TuneSpec) -> str | None:
+    """The simulator preset a ``server.binary = "simulated:<preset>"`` spec names, if any."""
+    binary = spec.server.binary
+    if binary.startswith(SIMULATED):
+        return binary.removeprefix(SIMULATED)
+    if Path(binary).name == "autotune-sim-server":
+        args = spec.server.extra_args
+        return args[args.index("--sim-preset") + 1] if "--sim-preset" in args[:-1] else None
+    return None
+
+
+def _resolve_simulated(spec: TuneSpec, preset: str) -> TuneSpec:
+    """SIMULATION: launch ``autotune-sim-server`` for the preset; its drafters are names."""
+    from autotune.sim.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise SpecError(f"server.binary: no simulator preset {preset!r}; "
+                        f"use one of: {', '.join(sorted(PRESETS))}")
+    known = PRESETS[preset].drafters
+    for drafter in spec.space.drafters:
+        if Path(drafter).name not in known:
+            raise SpecError(f"space.drafters: {Path(drafter).name!r} is not a drafter of the "
+                            f"simulated preset {preset!r}; use: {', '.join(sorted(known))}")
+    binary = shutil.which("autotune-sim-server") or str(
+        Path(sys.executable).with_name("autotune-sim-server"))
+    args = list(spec.server.extra_args)
+    if "--sim-preset" not in args:
+        args = ["--sim-preset", preset, *args]
+    server = spec.server.model_copy(update={"binary": binary, "extra_args": args})
+    return spec.model_copy(update={"server": server})
+
+
 def resolve_files(spec: TuneSpec) -> TuneSpec:
     """Turn ``embedded`` names into real paths and check every file exists."""
+    if spec.server.binary.startswith(SIMULATED) and spec.server.attach_url is None:
+        return _resolve_simulated(spec, spec.server.binary.removeprefix(SIMULATED))
     server = spec.server
     if server.attach_url is None:
         binary = server_binary() if server.binary == "embedded" else server.binary

@@ -71,5 +71,7 @@ def recommendation_text(recommendation: dict[str, Any]) -> str:
     ]
     if recommendation.get("tied_with"):
         lines.append("  tied within noise: " + "; ".join(recommendation["tied_with"]))
+    if recommendation.get("simulation"):
+        lines.insert(0, recommendation["simulation"])
     lines += ["", "launch command:", "  " + recommendation["command_shell"]]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import itertools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 NO_DRAFT = "none"
@@ -58,7 +59,7 @@ class SpecConfig:
         if kv_is_quantized(self.cache_type_v) and self.flash_attn != "on":
             raise ValueError("a quantized V cache needs flash_attn='on'")
 
-    @property
+    @cached_property  # frozen: computed once, looked up thousands of times by strategies
     def key(self) -> str:
         """A stable identity, used to spot repeated setups."""
         return "|".join(f"{k}={v}" for k, v in sorted(self.to_params().items()))

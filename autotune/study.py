@@ -13,6 +13,7 @@ from autotune.backends import get_backend
 from autotune.config import TuneSpec
 from autotune.errors import SpecError
 from autotune.controller import Echo, Tuner, open_study, run_search
+from autotune.embedded import simulated_preset
 from autotune.finish import run_finish
 from autotune.recommend import (
     DEFAULT_DEPLOY_PORT,
@@ -62,9 +63,14 @@ def run_tune(
     study = open_study(store, spec, name, resume=resume)
     tuner = Tuner(spec, store, study, workload, log_root / name, echo)
     budget = spec.search.trials
-    trials = run_search(tuner, budget=budget)
+    trials, pick = run_search(tuner, budget=budget)
     sizes = drafter_sizes(spec)
     top = best_configs(trials, spec.finish.finalists + 1)
+    if pick is not None and pick not in [c for c, _ in top]:
+        # The strategy's pick (pooled over launches) goes first; the best means follow.
+        pick_values = [t.objective for t in trials if t.config == pick and t.objective]
+        if pick_values:
+            top.insert(0, (pick, float(np.mean(pick_values))))
     baseline_values = [t.objective for t in trials if t.config == BASELINE and t.objective]
     baseline_value = float(np.mean(baseline_values)) if baseline_values else None
     if not top:
@@ -92,6 +98,10 @@ def run_tune(
     settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)
     argv = deploy_argv(get_backend(spec.server.kind), settings, decision.config)
     recommendation = recommendation_json(decision, argv, study=name, server_kind=spec.server.kind)
+    preset = simulated_preset(spec)
+    if preset is not None:
+        recommendation["simulation"] = (f"SIMULATION: autotune.sim preset {preset!r}, not a "
+                                        "real server; no evidence about real hardware")
     recommendation["finish_rounds"] = {c.describe(): [round(v, 2) for v in r]
                                        for c, r in rounds.items()}
     repo.set_study_state(store, study.id, "finished", recommendation)

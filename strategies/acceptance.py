@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autotune.sim.model import expected_step
+from autotune.sim.model import drafter_passes, expected_step
 
 
 def expected_tokens(unconditional: Sequence[float], draft_max: int) -> float:
@@ -36,7 +36,8 @@ def acceptance_ratio(conditional: Sequence[float], draft_max: int) -> float:
 
 
 def fit_step_time(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares for step time = alpha + beta * drafted, from (drafted, step time) pairs."""
+    """Least squares for step time = alpha + beta * passes, from (drafter passes, step time)
+    pairs (no drafting: 0 passes)."""
     drafted = np.array([p[0] for p in points])
     times = np.array([p[1] for p in points])
     if len(points) == 1 or np.ptp(drafted) == 0:
@@ -46,7 +47,13 @@ def fit_step_time(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
 
 
 def predict_tokens_per_second(
-    conditional: Sequence[float] | np.ndarray, draft_max: int, p_min: float, alpha: float, beta: float
+    conditional: Sequence[float] | np.ndarray, draft_max: int, p_min: float, alpha: float,
+    verifier_beta: float, drafter_beta: float,
 ) -> float:
-    drafted, emitted = expected_step(np.asarray(conditional, dtype=float), draft_max, p_min)
-    return emitted / max(alpha + beta * drafted, 1e-9)
+    """Tokens/s for step time = alpha + verifier_beta * drafted + drafter_beta * passes: the
+    verifier pays per drafted token, the drafter per forward pass, including the pass whose
+    token fails the p_min threshold and is dropped."""
+    a = np.asarray(conditional, dtype=float)
+    drafted, emitted = expected_step(a, draft_max, p_min)
+    step = alpha + verifier_beta * drafted + drafter_beta * drafter_passes(a, draft_max, p_min)
+    return emitted / max(step, 1e-9)

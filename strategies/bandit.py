@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autotune.space import SearchSpace
+from autotune.space import SearchSpace, SpecConfig
 from strategies._common import Ledger
 from strategies.base import Ask, Observation
 
@@ -40,3 +40,6 @@ class ThompsonStrategy:
 
     def tell(self, observation: Observation) -> None:
         self._ledger.add(observation)
+
+    def recommend(self) -> SpecConfig | None:
+        return self._ledger.best_config()

@@ -9,6 +9,7 @@ The controller owns measuring; a strategy never touches servers or sockets. The 
         ask = strategy.ask()                  # what to measure next (None: nothing left)
         observation = measure(ask)            # the controller launches and probes
         strategy.tell(observation)
+    strategy.recommend()                      # its pick, before the noise-aware finish
 
 ``tell`` may receive observations the strategy never asked for (replays after a resume, the
 baseline measured first): strategies must accept them. Strategy state that matters lives in the
@@ -55,6 +56,10 @@ class Strategy(Protocol):
 
     def tell(self, observation: Observation) -> None:
         """Learn from one measurement (asked for or not)."""
+        ...
+
+    def recommend(self) -> SpecConfig | None:
+        """The setup this strategy would pick now (what the finish re-measures first)."""
         ...
 
 

@@ -26,6 +26,8 @@ class HalvingStrategy:
         self._rung = 0
         self._queue: list[SpecConfig] = [grid[i] for i in picks]
         self._results: dict[SpecConfig, float] = {}
+        self._top_effort: dict[SpecConfig, float] = {}  # readings at the longest effort yet
+        self._top_level = 0.0
 
     def _effort(self) -> float:
         return float(self._eta ** self._rung / self._eta ** (self._rungs - 1))
@@ -44,3 +46,16 @@ class HalvingStrategy:
         if observation.effort == self._effort() or observation.config in self._queue:
             value = observation.tokens_per_second if observation.feasible else None
             self._results[observation.config] = value if value is not None else 0.0
+            # A replayed reading (after a resume) answers its queued probe: do not re-ask it.
+            if observation.config in self._queue and observation.effort == self._effort():
+                self._queue.remove(observation.config)
+        if observation.effort > self._top_level:
+            self._top_level, self._top_effort = observation.effort, {}
+        if observation.effort == self._top_level and observation.feasible and not observation.failed:
+            self._top_effort[observation.config] = float(observation.tokens_per_second or 0.0)
+
+    def recommend(self) -> SpecConfig | None:
+        """The best of the setups measured longest (a short probe's luck does not count)."""
+        if not self._top_effort:
+            return None
+        return max(self._top_effort, key=lambda c: self._top_effort[c])

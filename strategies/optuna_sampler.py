@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import (
     BaseDistribution,
@@ -34,7 +35,9 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 # Optuna >= 5 reads constraints set on the trial (<= 0 is feasible); TPE and GP honour them.
 _CONSTRAINT_KEY = "within_limits"
-_MAX_DUPLICATE_ASKS = 30
+# After this many proposals of known setups in a row, measure a random unseen one instead:
+# every duplicate is a trial Optuna must fit, and a converged TPE proposes little else.
+_MAX_DUPLICATE_ASKS = 5
 
 
 def distributions(space: SearchSpace, config: SpecConfig) -> dict[str, BaseDistribution]:
@@ -89,6 +92,7 @@ class OptunaStrategy:
         self._pending: dict[str, optuna.Trial] = {}
         self._ledger = Ledger()
         self._grid = space.grid()
+        self._rng = np.random.default_rng(seed)
 
     def _add_finished(self, observation: Observation) -> None:
         params = {
@@ -127,7 +131,7 @@ class OptunaStrategy:
                 best_seen = max(o.tokens_per_second or 0.0 for o in self._ledger.by_key[config.key])
                 self._study.tell(trial, known if known is not None else best_seen)
         unseen = [c for c in self._grid if not self._ledger.seen(c)]
-        return Ask(unseen[0]) if unseen else None
+        return Ask(unseen[int(self._rng.integers(len(unseen)))]) if unseen else None
 
     def tell(self, observation: Observation) -> None:
         self._ledger.add(observation)
@@ -140,6 +144,9 @@ class OptunaStrategy:
             self._study.tell(trial, state=TrialState.FAIL)
         else:
             self._study.tell(trial, float(observation.tokens_per_second or 0.0))
+
+    def recommend(self) -> SpecConfig | None:
+        return self._ledger.best_config()
 
 
 def tpe(space: SearchSpace, *, seed: int, budget: int = 0) -> OptunaStrategy:

@@ -5,9 +5,12 @@
    every shorter draft-max without launching them;
 2. one more launch per family at a short draft fits the step time (alpha + beta * drafted),
    so tokens/s can be predicted for every (draft-max, p-min) of the family;
-3. the best predictions are measured; then KV cache / flash-attention variants of the leader;
-3b. KV variants are tried on the two leaders, the best KV on the top predictions;
-4. the remaining launches re-measure the leaders (UCB), so one lucky reading does not win.
+3. the best predictions are measured; then every KV cache / flash-attention setting on the
+   leader;
+4. the remaining launches go to the combinations of the best drafting settings and KV settings
+   with the highest upper confidence bound under a log-additive model (drafting effect + KV
+   effect, fitted over every launch), measured with more requests each, so one lucky reading
+   does not win and a 2% KV effect is estimated from all launches, not one.
 Families whose server reports no per-position counters fall back to a geometric acceptance
 fitted to the overall acceptance ratio.
 """
@@ -27,9 +30,14 @@ from strategies.acceptance import (
     predict_tokens_per_second,
 )
 from strategies.base import Ask, Observation
+from strategies.factor_model import FactorFit, fit_factors
 
 FAMILY_TOP = 4  # predicted setups measured after the model is fitted
-CONFIRM = 16  # re-measurements of the leaders
+KV_EFFORT = 3.0  # the KV screen measures longer: its effects are a few per cent
+CONFIRM_TOP = 3  # drafting settings whose KV combinations are re-measured
+CONFIRM_EFFORT = 3.0  # a re-measurement sends this many times the usual requests
+UCB_WIDTH = 2.0  # standard errors of optimism when choosing what to re-measure
+LCB_WIDTH = 0.5  # standard errors of caution when recommending
 
 
 class SpecModelStrategy:
@@ -41,8 +49,6 @@ class SpecModelStrategy:
         self._kv = next(iter(space.kv_choices()))
         self._budget = budget
         self._plan: Iterator[SpecConfig] | None = None
-        self._stage = 0
-        self._confirms = 0
 
     # -- setups ------------------------------------------------------------------------
     def _config(self, method: str, n: int | None, p: float | None, drafter: str | None,
@@ -72,7 +78,7 @@ class SpecModelStrategy:
         return 1.0 / float(np.mean(valid)) if valid else None
 
     def _predictions(self) -> dict[SpecConfig, float]:
-        predicted: dict[SpecConfig, float] = {}
+        fits: dict[tuple[str, str | None], tuple[np.ndarray, float, float]] = {}
         n_values = self._space.draft_max.values()
         for family in self._families():
             longest = self._ledger.by_key.get(self._probe(family, n_values[-1]).key, [])
@@ -89,13 +95,23 @@ class SpecModelStrategy:
             base = self._baseline_step()
             if base is not None:
                 points.append((0.0, base))
-            if not points:
-                continue
-            alpha, beta = fit_step_time(points)
-            p_values = self._space.p_min.values() if family[1] else [None]
+            if points:
+                fits[family] = (conditional, *fit_step_time(points))
+        # An n-gram lookup costs next to nothing, so its slope is the verifier's alone; the
+        # rest of a drafter family's slope is its drafter's cost per pass. Without one, split.
+        ngram = [beta for (method, drafter), (_, _, beta) in fits.items() if drafter is None]
+        predicted: dict[SpecConfig, float] = {}
+        for (method, drafter), (conditional, alpha, beta) in fits.items():
+            if drafter is None:
+                verifier_beta, drafter_beta = beta, 0.0
+            else:
+                verifier_beta = min(float(np.median(ngram)), beta) if ngram else beta / 2
+                drafter_beta = beta - verifier_beta
+            p_values = self._space.p_min.values() if drafter else [None]
             for n, p in itertools.product(n_values, p_values):
-                config = self._config(family[0], n, p, family[1])
-                predicted[config] = predict_tokens_per_second(conditional, n, p or 0.0, alpha, beta)
+                config = self._config(method, n, p, drafter)
+                predicted[config] = predict_tokens_per_second(
+                    conditional, n, p or 0.0, alpha, verifier_beta, drafter_beta)
         return predicted
 
     @staticmethod
@@ -119,31 +135,21 @@ class SpecModelStrategy:
         yield [self._probe(f, n_values[min(1, len(n_values) - 1)]) for f in self._families()]
         predicted = self._predictions()
         ranked = sorted(predicted, key=lambda c: -predicted[c])
-        yield ranked[:FAMILY_TOP]
-        for leader in self._leaders(2):
-            yield [SpecConfig(leader.method, leader.draft_max, leader.p_min, leader.drafter, k, v, fa)
-                   for k, v, fa in self._space.kv_choices()]
-        best_kv = self._leader()
-        if best_kv is not None:
-            kv = (best_kv.cache_type_k, best_kv.cache_type_v, best_kv.flash_attn)
-            yield [self._config(c.method, c.draft_max, c.p_min, c.drafter, kv)
-                   for c in ranked[:FAMILY_TOP]]
-
-    def _leaders(self, count: int) -> list[SpecConfig]:
-        scored = [(self._ledger.value(k), k) for k in self._ledger.by_key]
-        ranked = sorted(((v, k) for v, k in scored if v is not None), reverse=True)
-        return [self._ledger.configs[k] for _, k in ranked[:count]]
-
-    def _leader(self) -> SpecConfig | None:
-        best = self._ledger.best()
-        return best[0] if best else None
+        # Every family's own best too: two unlucky probes must not rule a drafter out.
+        family_best = {(c.method, c.drafter): c for c in reversed(ranked)}
+        yield [*ranked[:FAMILY_TOP], *family_best.values()]
+        leader = self.recommend()
+        if leader is not None:
+            yield [_with_kv(leader, kv) for kv in self._space.kv_choices()]
 
     def ask(self) -> Ask | None:
         if self._plan is None:
             self._plan = itertools.chain.from_iterable(self._lazy_stages())
         for config in self._plan:
             if self._space.contains(config) and not self._ledger.seen(config):
-                return Ask(config)
+                kv_stage = config.cache_type_k != self._kv[0] or config.cache_type_v != self._kv[1] \
+                    or config.flash_attn != self._kv[2]
+                return Ask(config, effort=KV_EFFORT if kv_stage else 1.0)
         return self._confirm()
 
     def _lazy_stages(self) -> Iterator[list[SpecConfig]]:
@@ -155,22 +161,58 @@ class SpecModelStrategy:
             except StopIteration:
                 return
 
+    # -- pooling KV effects over every launch ------------------------------------------------
+    def _fit(self) -> FactorFit | None:
+        rows = [(_levels(o.config), float(o.tokens_per_second or 0.0), o.effort)
+                for rows in self._ledger.by_key.values() for o in rows
+                if not o.failed and o.feasible]
+        return fit_factors(rows)
+
+    def _candidates(self, fit: FactorFit) -> list[SpecConfig]:
+        """The best drafting settings crossed with every valid KV setting the fit can predict."""
+        best = sorted(fit.levels[0], key=lambda d: -fit.main_effect(d))[:CONFIRM_TOP]
+        configs = [SpecConfig(*d, *kv)  # type: ignore[misc]
+                   for d in best for kv in self._space.kv_choices()]
+        return [c for c in configs if self._space.contains(c) and fit.knows(_levels(c))]
+
     def _confirm(self) -> Ask | None:
-        if self._confirms >= CONFIRM:
+        launched = sum(len(rows) for rows in self._ledger.by_key.values())
+        fit = self._fit()
+        if launched >= self._budget or fit is None:
             return None
-        scored = [(self._ledger.value(k), k) for k in self._ledger.by_key]
-        top = sorted(((v, k) for v, k in scored if v is not None), reverse=True)[:4]
-        if not top:
+        candidates = self._candidates(fit)
+        if not candidates:
             return None
-        total = sum(len(self._ledger.by_key[k]) for _, k in top)
 
-        def ucb(item: tuple[float, str]) -> float:
-            value, key = item
-            count = len(self._ledger.by_key[key])
-            return float(value * (1 + 0.05 * np.sqrt(2 * np.log(total + 1) / count)))
+        def upper(config: SpecConfig) -> float:
+            value, se = fit.predict(_levels(config))
+            return float(np.log(value) + UCB_WIDTH * se)
 
-        self._confirms += 1
-        return Ask(self._ledger.configs[max(top, key=ucb)[1]])
+        return Ask(max(candidates, key=upper), effort=CONFIRM_EFFORT)
+
+    def recommend(self) -> SpecConfig | None:
+        """The measured setup with the best pooled estimate, discounted by its uncertainty."""
+        fit = self._fit()
+        if fit is None:
+            return None
+        measured = [c for key, c in self._ledger.configs.items()
+                    if self._ledger.value(key) is not None]
+
+        def lower(config: SpecConfig) -> float:
+            value, se = fit.predict(_levels(config))
+            return float(np.log(value) - LCB_WIDTH * se)
+
+        return max(measured, key=lower) if measured else None
 
     def tell(self, observation: Observation) -> None:
         self._ledger.add(observation)
+
+
+def _levels(config: SpecConfig) -> tuple[object, ...]:
+    """The model's factors: the drafting setting, K cache, V cache, flash attention."""
+    drafting = (config.method, config.draft_max, config.p_min, config.drafter)
+    return drafting, config.cache_type_k, config.cache_type_v, config.flash_attn
+
+
+def _with_kv(config: SpecConfig, kv: tuple[str, str, str]) -> SpecConfig:
+    return SpecConfig(config.method, config.draft_max, config.p_min, config.drafter, *kv)

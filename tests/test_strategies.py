@@ -3,7 +3,7 @@
 import pytest
 
 from autotune.space import BASELINE, FloatRange, IntRange, SearchSpace, SpecConfig, uses_drafter
-from strategies import Observation, create_strategy, strategy_names
+from strategies import Ask, Observation, create_strategy, strategy_names
 
 SPACE = SearchSpace(
     methods=("none", "draft-simple", "ngram-mod"),
@@ -38,7 +38,7 @@ STRATEGIES = [
 ]
 
 
-def run(name: str, steps: int, *, seed: int = 0) -> list[SpecConfig]:
+def run(name: str, steps: int, *, seed: int = 0) -> list[Ask]:
     strategy = create_strategy(name, SPACE, seed=seed, budget=steps)
     strategy.tell(Observation(BASELINE, toy_speed(BASELINE), True))
     asked = []
@@ -48,7 +48,7 @@ def run(name: str, steps: int, *, seed: int = 0) -> list[SpecConfig]:
             break
         assert SPACE.contains(ask.config), ask.config
         assert ask.effort > 0
-        asked.append(ask.config)
+        asked.append(ask)
         strategy.tell(Observation(ask.config, toy_speed(ask.config), True, effort=ask.effort))
     return asked
 
@@ -68,20 +68,42 @@ def test_accepts_observations_it_never_asked_for(name: str) -> None:
     assert ask is None or SPACE.contains(ask.config)
 
 
-@pytest.mark.parametrize("name", ["grid", "random", "tpe"])
+@pytest.mark.parametrize("name", ["grid", "random", "tpe", "halving", "spec-model"])
 def test_resume_does_not_repeat_replayed_setups(name: str) -> None:
     first = run(name, 5, seed=3)
     resumed = create_strategy(name, SPACE, seed=3, budget=10)
     resumed.tell(Observation(BASELINE, toy_speed(BASELINE), True))
-    for config in first:
-        resumed.tell(Observation(config, toy_speed(config), True))
+    for replay in first:  # the store keeps each trial's effort, so replays carry it
+        resumed.tell(Observation(replay.config, toy_speed(replay.config), True, replay.effort))
     ask = resumed.ask()
-    assert ask is not None and ask.config not in first
+    assert ask is not None and ask.config not in [a.config for a in first]
 
 
 def test_grid_covers_the_space_then_stops() -> None:
     asked = run("grid", len(SPACE.grid()) + 5)
-    assert set(asked) | {BASELINE} == set(SPACE.grid())
+    assert {a.config for a in asked} | {BASELINE} == set(SPACE.grid())
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_recommends_a_measured_setup(name: str) -> None:
+    strategy = create_strategy(name, SPACE, seed=2, budget=30)
+    assert strategy.recommend() is None  # nothing measured yet
+    strategy.tell(Observation(BASELINE, toy_speed(BASELINE), True))
+    measured = {BASELINE}
+    for _ in range(30):
+        ask = strategy.ask()
+        if ask is None:
+            break
+        strategy.tell(Observation(ask.config, toy_speed(ask.config), True, effort=ask.effort))
+        measured.add(ask.config)
+    assert strategy.recommend() in measured
+
+
+def test_spec_model_finds_the_best_toy_setup_without_the_grid() -> None:
+    asked = run("spec-model", 24)
+    best = max(SPACE.grid(), key=toy_speed)
+    assert best in {a.config for a in asked}
+    assert len({a.config for a in asked}) < len(SPACE.grid()) / 2
 
 
 def test_unknown_strategy_names_the_available_ones() -> None:

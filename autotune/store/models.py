@@ -64,6 +64,8 @@ class Trial(Base):
     params: Mapped[dict[str, object]] = mapped_column(JSON)
     config_key: Mapped[str] = mapped_column(String(400), index=True)
     objective: Mapped[float | None] = mapped_column(Float, nullable=True)  # tokens/s
+    # Requests measured relative to the spec's usual number; replays weigh readings by it.
+    effort: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
     feasible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     violated: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     summary: Mapped[list[dict[str, object]] | None] = mapped_column(JSON, nullable=True)

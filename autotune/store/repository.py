@@ -38,6 +38,7 @@ class TrialRecord:
     server_log_excerpt: str | None
     launch_seconds: float | None
     duration_s: float | None
+    effort: float = 1.0
 
     @property
     def finished(self) -> bool:
@@ -65,7 +66,7 @@ def _trial_record(row: Trial) -> TrialRecord:
         feasible=row.feasible, violated=list(row.violated or []),
         summary=list(row.summary or []), launch_argv=list(row.launch_argv or []),
         failure_reason=row.failure_reason, server_log_excerpt=row.server_log_excerpt,
-        launch_seconds=row.launch_seconds, duration_s=duration,
+        launch_seconds=row.launch_seconds, duration_s=duration, effort=row.effort,
     )
 
 
@@ -112,6 +113,7 @@ def set_study_state(
 
 def start_trial(
     store: Store, study_id: int, *, phase: str, config: SpecConfig, launch_argv: list[str],
+    effort: float = 1.0,
 ) -> tuple[int, int]:
     """Record a trial as RUNNING before its server starts; returns (trial id, number)."""
     with store.session() as session:
@@ -119,7 +121,7 @@ def start_trial(
         row = Trial(
             study_id=study_id, number=0 if top is None else top + 1, phase=phase,
             state=TrialState.RUNNING, params=config.to_params(), config_key=config.key,
-            launch_argv=launch_argv, started_at=_now(),
+            launch_argv=launch_argv, started_at=_now(), effort=effort,
         )
         session.add(row)
         session.flush()

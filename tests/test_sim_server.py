@@ -1,0 +1,112 @@
+"""SIMULATION served over HTTP (autotune.sim.server): llama-server's flags, endpoints, timings
+and /metrics, and the whole controller tuning it. These tests check the plumbing; nothing here
+is evidence about a real server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from autotune.backends import LaunchSettings, get_backend
+from autotune.cli import app
+from autotune.errors import LaunchError
+from autotune.launcher import start_server, wait_healthy
+from autotune.space import SpecConfig
+
+runner = CliRunner()
+PRESET = "dc-gpu-31b-mtp"
+SPEEDUP = "200"  # launch in 0.45 s, generate at 200x the simulated 21 tok/s
+
+
+def sim_binary() -> str:
+    found = shutil.which("autotune-sim-server") or str(
+        Path(sys.executable).with_name("autotune-sim-server"))
+    assert Path(found).is_file(), "autotune-sim-server is installed with the package"
+    return found
+
+
+def launch(tmp_path: Path, port: int, config: SpecConfig):  # type: ignore[no-untyped-def]
+    backend = get_backend("llama.cpp")
+    settings = LaunchSettings(sim_binary(), "gemma-4-31b.gguf", "127.0.0.1", port, 4096, 1,
+                              extra_args=("--sim-preset", PRESET, "--sim-speedup", SPEEDUP))
+    server = start_server(backend.launch_argv(settings, config),
+                          base_url=f"http://127.0.0.1:{port}", log_path=tmp_path / "sim.log")
+    return backend, server
+
+
+def test_speaks_llama_servers_endpoints_and_counters(tmp_path: Path, free_port: int) -> None:
+    backend, server = launch(tmp_path, free_port,
+                             SpecConfig("draft-mtp", 4, 0.0, "mtp-q8_0.gguf"))
+    base = f"http://127.0.0.1:{free_port}"
+    try:
+        wait_healthy(server, health_path="/health", timeout_s=30,
+                     error_line=backend.startup_error)
+        assert httpx.get(base + "/props").json()["simulation"] is True
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 300,
+                "stream": True, "stream_options": {"include_usage": True}}
+        final: dict = {}
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    chunk = json.loads(line.removeprefix("data: "))
+                    final = chunk if "timings" in chunk else final
+        timings = backend.parse_timings(final)
+        assert timings is not None and timings.predicted_tokens == 300
+        assert timings.draft_tokens and 0 < (timings.draft_accepted or 0) <= timings.draft_tokens
+        counters = backend.parse_metrics(httpx.get(base + "/metrics").text)
+        assert counters.present and counters.generated_tokens == 300
+        r = counters.per_position_acceptance()
+        # The preset's first-position acceptance is 0.89; later positions accept less.
+        assert 0.75 < r[0] <= 1.0 and len(r) <= 4 and r == sorted(r, reverse=True)
+    finally:
+        server.stop()
+
+
+def test_refuses_what_llama_server_refuses(tmp_path: Path, free_port: int) -> None:
+    backend, server = launch(tmp_path, free_port, SpecConfig("draft-mtp", 3, 0.5, "nope.gguf"))
+    with pytest.raises(LaunchError, match="failed to load draft model"):
+        wait_healthy(server, health_path="/health", timeout_s=30, error_line=backend.startup_error)
+    server.stop()
+
+
+def sim_spec(write_spec: Callable[..., Path], port: int, **search: object) -> Path:
+    return write_spec(
+        server={"binary": f"simulated:{PRESET}", "model": "gemma-4-31b.gguf", "port": port,
+                "extra_args": ["--sim-speedup", SPEEDUP]},
+        space={"methods": ["none", "draft-mtp", "ngram-mod"], "draft_max": {"low": 1, "high": 6},
+               "p_min": {"low": 0.0, "high": 0.6, "step": 0.3},
+               "drafters": ["mtp-q8_0.gguf", "mtp-q4_k_m.gguf"],
+               "cache_type_k": ["f16", "q8_0"], "cache_type_v": ["f16"]},
+        search={"strategy": "spec-model", "trials": 12, **search},
+        finish={"finalists": 1, "rounds": 3, "requests_per_round": 2},
+    )
+
+
+def test_controller_tunes_the_simulation_and_labels_it(write_spec: Callable[..., Path],
+                                                       tmp_path: Path, free_port: int) -> None:
+    spec = sim_spec(write_spec, free_port)
+    out = tmp_path / "rec.json"
+    result = runner.invoke(app, ["tune", str(spec), "--json", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("SIMULATION")
+    recommendation = json.loads(out.read_text())
+    assert recommendation["simulation"].startswith("SIMULATION")
+    # On this preset MTP drafting is about 2.3x no drafting: the finish must see it.
+    assert recommendation["params"]["method"] == "draft-mtp"
+    assert recommendation["speedup"] > 1.5
+    assert "autotune-sim-server" in recommendation["command_shell"]
+
+
+def test_unknown_preset_is_one_clear_line(write_spec: Callable[..., Path], free_port: int) -> None:
+    spec = write_spec(server={"binary": "simulated:tpu-pod", "model": "m.gguf"})
+    result = runner.invoke(app, ["tune", str(spec)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        result.stderr.strip()] and "no simulator preset 'tpu-pod'" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,3 +68,12 @@ def compare(
     low = bootstrap_ratio_low(a, b, confidence=1.0 - alpha)
     ahead = p_value < alpha and low > 1.0 and ratio >= 1.0 + min_gain
     return Comparison(ratio, p_value, low, ahead)
+
+
+def rounds_needed(alpha: float) -> int:
+    """The fewest rounds per setup at which a one-sided Mann-Whitney test of n against n can
+    reach ``alpha`` at all: its smallest p-value is 1 / C(2n, n)."""
+    n = 1
+    while 1.0 / math.comb(2 * n, n) >= alpha:
+        n += 1
+    return n

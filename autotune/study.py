@@ -24,6 +24,7 @@ from autotune.recommend import (
     recommendation_json,
 )
 from autotune.space import BASELINE, SpecConfig
+from autotune.stats import rounds_needed
 from autotune.store import repository as repo
 from autotune.store.repository import StudyRecord, TrialRecord
 from autotune.store.session import Store
@@ -83,6 +84,11 @@ def run_tune(
         finalists = [c for c, _ in top if c != BASELINE][: spec.finish.finalists] + [BASELINE]
         echo(f"finish: re-measuring {len(finalists)} setups interleaved, "
              f"{spec.finish.rounds} rounds")
+        needed = rounds_needed(spec.finish.alpha)
+        if spec.finish.rounds < needed:
+            echo(f"finish: warning: {spec.finish.rounds} rounds can never show a winner at "
+                 f"alpha {spec.finish.alpha:g}; every setup will tie with no drafting "
+                 f"(set finish.rounds >= {needed})")
         measured = run_finish(tuner, finalists, concurrent=spec.finish.concurrent_servers)
         for finalist in measured:
             if finalist.failure:

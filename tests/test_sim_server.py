@@ -76,31 +76,36 @@ def test_refuses_what_llama_server_refuses(tmp_path: Path, free_port: int) -> No
     server.stop()
 
 
-def sim_spec(write_spec: Callable[..., Path], port: int, **search: object) -> Path:
+def sim_spec(write_spec: Callable[..., Path], tmp_path: Path, port: int) -> Path:
+    # Long enough replies that HTTP overhead stays small next to the simulated pace.
+    prompts = tmp_path / "sim.jsonl"
+    prompts.write_text("".join(json.dumps({"class": c, "max_tokens": 160, "messages": [
+        {"role": "user", "content": text}]}) + "\n" for c, text in
+        (("code", "def f(x): return x"), ("chat", "Name three colours."))))
     return write_spec(
-        server={"binary": f"simulated:{PRESET}", "model": "gemma-4-31b.gguf", "port": port,
-                "extra_args": ["--sim-speedup", SPEEDUP]},
-        space={"methods": ["none", "draft-mtp", "ngram-mod"], "draft_max": {"low": 1, "high": 6},
-               "p_min": {"low": 0.0, "high": 0.6, "step": 0.3},
-               "drafters": ["mtp-q8_0.gguf", "mtp-q4_k_m.gguf"],
+        server={"binary": "simulated:cpu-only", "model": "gemma-3-270m.gguf", "port": port,
+                "extra_args": ["--sim-speedup", "20"]},
+        space={"methods": ["none", "draft-simple", "ngram-mod"],
+               "draft_max": {"low": 1, "high": 6}, "p_min": {"low": 0.0, "high": 0.6, "step": 0.3},
+               "drafters": ["draft-q8_0.gguf", "draft-q4_0.gguf"],
                "cache_type_k": ["f16", "q8_0"], "cache_type_v": ["f16"]},
-        search={"strategy": "spec-model", "trials": 12, **search},
-        finish={"finalists": 1, "rounds": 3, "requests_per_round": 2},
+        workload={"files": [str(prompts)], "requests": 2, "warmup_requests": 1},
+        search={"strategy": "spec-model", "trials": 12},
+        finish={"finalists": 1, "rounds": 4, "requests_per_round": 2},
     )
 
 
 def test_controller_tunes_the_simulation_and_labels_it(write_spec: Callable[..., Path],
                                                        tmp_path: Path, free_port: int) -> None:
-    spec = sim_spec(write_spec, free_port)
+    spec = sim_spec(write_spec, tmp_path, free_port)
     out = tmp_path / "rec.json"
     result = runner.invoke(app, ["tune", str(spec), "--json", str(out)])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("SIMULATION")
     recommendation = json.loads(out.read_text())
     assert recommendation["simulation"].startswith("SIMULATION")
-    # On this preset MTP drafting is about 2.3x no drafting: the finish must see it.
-    assert recommendation["params"]["method"] == "draft-mtp"
-    assert recommendation["speedup"] > 1.5
+    # On this preset n-gram lookup is about 1.6x no drafting and drafters lose.
+    assert recommendation["params"]["method"] == "ngram-mod", result.stdout
     assert "autotune-sim-server" in recommendation["command_shell"]
 
 

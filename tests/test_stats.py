@@ -38,3 +38,12 @@ def test_gain_below_the_minimum_is_a_tie() -> None:
 
 def test_median_mad() -> None:
     assert median_mad([1, 2, 3, 4, 100]) == (3.0, 1.0)
+
+
+def test_rounds_needed_matches_mann_whitneys_smallest_p() -> None:
+    from autotune.stats import rounds_needed
+
+    assert rounds_needed(0.05) == 4  # 3 vs 3: smallest p is 1/20 = 0.05, not below it
+    assert rounds_needed(0.01) == 5
+    high, low = [10.0, 11.0, 12.0, 13.0], [1.0, 2.0, 3.0, 4.0]
+    assert compare(high, low).a_ahead and not compare(high[:3], low[:3]).a_ahead

@@ -120,7 +120,7 @@ class LimitsSpec(_Model):
 
 
 class SearchSpec(_Model):
-    strategy: str = "tpe"
+    strategy: str = "spec-model"
     trials: Annotated[int, Field(ge=1)] = 16
     seed: int = 0
 

@@ -171,8 +171,8 @@ class SpecModelStrategy:
     def _candidates(self, fit: FactorFit) -> list[SpecConfig]:
         """The best drafting settings crossed with every valid KV setting the fit can predict."""
         best = sorted(fit.levels[0], key=lambda d: -fit.main_effect(d))[:CONFIRM_TOP]
-        configs = [SpecConfig(*d, *kv)  # type: ignore[misc]
-                   for d in best for kv in self._space.kv_choices()]
+        example = {_levels(c)[0]: c for c in self._ledger.configs.values()}
+        configs = [_with_kv(example[d], kv) for d in best for kv in self._space.kv_choices()]
         return [c for c in configs if self._space.contains(c) and fit.knows(_levels(c))]
 
     def _confirm(self) -> Ask | None:

@@ -115,3 +115,14 @@ def test_unknown_preset_is_one_clear_line(write_spec: Callable[..., Path], free_
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         result.stderr.strip()] and "no simulator preset 'tpu-pod'" in result.stderr
+
+
+def test_the_simulated_example_spec_is_valid() -> None:
+    from autotune.config import load_spec
+    from autotune.embedded import resolve_files, simulated_preset
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "simulated-dc-gpu.toml"
+    spec = resolve_files(load_spec(path))
+    assert simulated_preset(spec) == PRESET
+    assert Path(spec.server.binary).name == "autotune-sim-server"
+    assert spec.server.extra_args[:2] == ["--sim-preset", PRESET]

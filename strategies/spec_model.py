@@ -3,13 +3,14 @@
 1. no drafting (the baseline) and, per drafting family (method x drafter file), one launch at
    the longest draft: its per-position acceptance r_1..r_k predicts E[tokens per step] for
    every shorter draft-max without launching them;
-2. one more launch per family at a short draft fits the step time (alpha + beta * drafted),
-   so tokens/s can be predicted for every (draft-max, p-min) of the family;
-3. the best predictions are measured; then every KV cache / flash-attention setting on the
-   leader;
+2. one more launch per family at a short draft fits the step time (alpha + beta * tokens),
+   with beta split into the verifier's cost per drafted token (an n-gram family's slope) and
+   the drafter's cost per pass, so tokens/s can be predicted for every (draft-max, p-min);
+3. the best predictions and each family's own best are measured; then every KV cache /
+   flash-attention setting on the leader, with longer measurements;
 4. the remaining launches go to the combinations of the best drafting settings and KV settings
-   with the highest upper confidence bound under a log-additive model (drafting effect + KV
-   effect, fitted over every launch), measured with more requests each, so one lucky reading
+   with the highest upper confidence bound under a log-additive model (drafting + K + V +
+   flash-attention effects, fitted over every launch), measured with more requests each, so one lucky reading
    does not win and a 2% KV effect is estimated from all launches, not one.
 Families whose server reports no per-position counters fall back to a geometric acceptance
 fitted to the overall acceptance ratio.

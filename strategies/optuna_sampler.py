@@ -1,9 +1,18 @@
-"""Optuna samplers (TPE, GP) driven through ask/tell with real conditional parameters.
+"""Optuna samplers (TPE, GP) driven through ask/tell.
 
-Optuna sees the space define-by-run: ``p_min`` and ``drafter`` are only suggested when the
-method has a drafter, ``draft_max`` only when it drafts, and ``flash_attn`` only when a quantized
-V cache does not force it on. Observations Optuna did not ask for (replays, the baseline) are
-added as finished trials with the same distributions.
+TPE sees the space define-by-run, with real conditional parameters: ``p_min`` and ``drafter``
+are only suggested when the method has a drafter, ``draft_max`` only when it drafts, and
+``flash_attn`` only when a quantized V cache does not force it on.
+
+GP sees it flat: four dimensions suggested every time (drafting family, draft_max, p_min, KV
+setting); the ones that do not apply are dropped when the setup is built. Optuna's GPSampler
+models a static space only; given the conditional one it samples every conditional parameter
+at random (it warns so), which wastes the model on exactly the parameters worth tuning. Flat,
+setups that differ only in a dropped parameter are the same setup, so the GP learns that the
+dimension does not matter there.
+
+Observations Optuna did not ask for (replays, the baseline) are added as finished trials with
+the same distributions.
 """
 
 from __future__ import annotations
@@ -35,48 +44,124 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 # Optuna >= 5 reads constraints set on the trial (<= 0 is feasible); TPE and GP honour them.
 _CONSTRAINT_KEY = "within_limits"
-# After this many proposals of known setups in a row, measure a random unseen one instead:
-# every duplicate is a trial Optuna must fit, and a converged TPE proposes little else.
+# After this many proposals of known setups in a row, measure the unseen setup nearest the
+# last one instead: every duplicate is a trial Optuna must fit, and a converged TPE proposes
+# little else. GP takes its first proposal or its neighbour: each GP fit costs 0.1-0.3 s.
 _MAX_DUPLICATE_ASKS = 5
 
 
-def distributions(space: SearchSpace, config: SpecConfig) -> dict[str, BaseDistribution]:
-    """The distributions Optuna would have suggested for ``config``'s parameters."""
+def _all_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     dist: dict[str, BaseDistribution] = {"method": CategoricalDistribution(space.methods)}
-    if drafts(config.method):
+    if any(drafts(m) for m in space.methods):
         r = space.draft_max
         dist["draft_max"] = IntDistribution(r.low, r.high, step=r.step)
-    if uses_drafter(config.method):
+    if any(uses_drafter(m) for m in space.methods):
         p = space.p_min
         dist["p_min"] = FloatDistribution(p.low, p.high, step=p.step)
         dist["drafter"] = CategoricalDistribution(space.drafters)
     dist["cache_type_k"] = CategoricalDistribution(space.cache_type_k)
     dist["cache_type_v"] = CategoricalDistribution(space.cache_type_v)
-    if not kv_is_quantized(config.cache_type_v):
-        dist["flash_attn"] = CategoricalDistribution(space.flash_attn)
+    dist["flash_attn"] = CategoricalDistribution(space.flash_attn)
     return dist
 
 
-def suggest(trial: optuna.Trial, space: SearchSpace) -> SpecConfig:
-    method = trial.suggest_categorical("method", space.methods)
-    params: dict[str, Any] = {"method": method}
-    if drafts(method):
-        r = space.draft_max
-        params["draft_max"] = trial.suggest_int("draft_max", r.low, r.high, step=r.step)
-    if uses_drafter(method):
-        p = space.p_min
-        params["p_min"] = trial.suggest_float("p_min", p.low, p.high, step=p.step)
-        params["drafter"] = trial.suggest_categorical("drafter", space.drafters)
-    params["cache_type_k"] = trial.suggest_categorical("cache_type_k", space.cache_type_k)
-    params["cache_type_v"] = trial.suggest_categorical("cache_type_v", space.cache_type_v)
-    if not kv_is_quantized(params["cache_type_v"]):
-        params["flash_attn"] = trial.suggest_categorical("flash_attn", space.flash_attn)
-    return SpecConfig.from_params(params)
+def _applies(name: str, params: dict[str, Any]) -> bool:
+    """Whether parameter ``name`` exists given the ones chosen before it."""
+    if name == "draft_max":
+        return drafts(params["method"])
+    if name in ("p_min", "drafter"):
+        return uses_drafter(params["method"])
+    if name == "flash_attn":
+        return not kv_is_quantized(params["cache_type_v"])
+    return True
+
+
+def _families(space: SearchSpace) -> list[str]:
+    return [f"{m}|{d}" if uses_drafter(m) else m
+            for m in space.methods for d in (space.drafters if uses_drafter(m) else ("",))]
+
+
+def _kv_settings(space: SearchSpace) -> list[str]:
+    settings = [f"{k}/{v}/{'on' if kv_is_quantized(v) else fa}"
+                for k in space.cache_type_k for v in space.cache_type_v for fa in space.flash_attn]
+    return list(dict.fromkeys(settings))
+
+
+def _flat_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """Four dimensions, each always present: the drafting family (method and drafter file),
+    draft_max, p_min, and the KV setting (K type, V type, flash attention) as one choice.
+    Folding keeps GP's search over discrete dimensions, most of its time, short."""
+    dist: dict[str, BaseDistribution] = {"family": CategoricalDistribution(_families(space))}
+    r, p = space.draft_max, space.p_min
+    dist["draft_max"] = IntDistribution(r.low, r.high, step=r.step)
+    dist["p_min"] = FloatDistribution(p.low, p.high, step=p.step)
+    dist["kv"] = CategoricalDistribution(_kv_settings(space))
+    return dist
+
+
+def config_of(params: dict[str, Any], *, flat: bool = False) -> SpecConfig:
+    """The setup that Optuna trial parameters stand for (the inverse of ``trial_params``)."""
+    return _unfold(params) if flat else SpecConfig.from_params(params)
+
+
+def _unfold(flat: dict[str, Any]) -> SpecConfig:
+    method, _, drafter = str(flat["family"]).partition("|")
+    k, v, fa = str(flat["kv"]).split("/")
+    return SpecConfig.from_params({
+        "method": method, "draft_max": flat["draft_max"], "p_min": flat["p_min"],
+        "drafter": drafter, "cache_type_k": k, "cache_type_v": v, "flash_attn": fa,
+    })
+
+
+def _fold(space: SearchSpace, config: SpecConfig) -> dict[str, Any]:
+    family = f"{config.method}|{config.drafter}" if config.drafter else config.method
+    return {
+        "family": family,
+        "draft_max": config.draft_max if config.draft_max is not None else space.draft_max.low,
+        "p_min": config.p_min if config.p_min is not None else space.p_min.low,
+        "kv": f"{config.cache_type_k}/{config.cache_type_v}/{config.flash_attn}",
+    }
+
+
+def distributions(
+    space: SearchSpace, config: SpecConfig, *, flat: bool = False
+) -> dict[str, BaseDistribution]:
+    """The distributions Optuna would have suggested for ``config``'s parameters."""
+    if flat:
+        return _flat_distributions(space)
+    every = _all_distributions(space)
+    params = config.to_params()
+    return {name: d for name, d in every.items() if _applies(name, params)}
+
+
+def trial_params(space: SearchSpace, config: SpecConfig, *, flat: bool = False) -> dict[str, Any]:
+    """``config`` as Optuna trial parameters; flat, a parameter that does not apply takes its
+    lowest value (any value is the same setup)."""
+    if flat:
+        return _fold(space, config)
+    dist = distributions(space, config)
+    return {k: v for k, v in config.to_params().items() if k in dist}
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace, *, flat: bool = False) -> SpecConfig:
+    params: dict[str, Any] = {}
+    every = _flat_distributions(space) if flat else _all_distributions(space)
+    for name, d in every.items():
+        if not flat and not _applies(name, params):
+            continue
+        if isinstance(d, CategoricalDistribution):
+            params[name] = trial.suggest_categorical(name, d.choices)
+        elif isinstance(d, IntDistribution):
+            params[name] = trial.suggest_int(name, d.low, d.high, step=d.step)
+        else:
+            assert isinstance(d, FloatDistribution)
+            params[name] = trial.suggest_float(name, d.low, d.high, step=d.step)
+    return config_of(params, flat=flat)
 
 
 class OptunaStrategy:
-    """Any Optuna sampler behind ask/tell. Infeasible setups are told through Optuna's trial
-    constraints; failed launches are told as FAIL."""
+    """Any Optuna sampler behind ask/tell. Failed launches are told as FAIL; setups that broke
+    a limit are told through Optuna's trial constraints, from the first such setup on."""
 
     def __init__(
         self,
@@ -85,61 +170,101 @@ class OptunaStrategy:
         name: str,
         sampler_factory: Callable[[int], optuna.samplers.BaseSampler],
         seed: int = 0,
+        flat: bool = False,
+        max_duplicate_asks: int = _MAX_DUPLICATE_ASKS,
     ) -> None:
         self.name = name
         self._space = space
+        self._flat = flat
+        self._max_duplicate_asks = max_duplicate_asks
+        self._sampler_factory = sampler_factory
+        self._seed = seed
         self._study = optuna.create_study(direction="maximize", sampler=sampler_factory(seed))
+        # Constraints cost GP a second model fitted every trial; until a setup breaks a limit
+        # they would all read "feasible", so they are left off until then.
+        self._constrained = False
         self._pending: dict[str, optuna.Trial] = {}
         self._ledger = Ledger()
+        self._order: list[Observation] = []
         self._grid = space.grid()
         self._rng = np.random.default_rng(seed)
 
+    def _constraints(self, feasible: bool) -> dict[str, float] | None:
+        if not self._constrained:
+            return None
+        return {_CONSTRAINT_KEY: 0.0 if feasible else 1.0}
+
     def _add_finished(self, observation: Observation) -> None:
-        params = {
-            k: v for k, v in observation.config.to_params().items()
-            if k in distributions(self._space, observation.config)
-        }
+        config = observation.config
         if observation.failed:
             state, values = TrialState.FAIL, None
         else:
             state, values = TrialState.COMPLETE, [float(observation.tokens_per_second or 0.0)]
         self._study.add_trial(
             optuna.trial.create_trial(
-                params=params,
-                distributions=distributions(self._space, observation.config),
+                params=trial_params(self._space, config, flat=self._flat),
+                distributions=distributions(self._space, config, flat=self._flat),
                 values=values,
                 state=state,
-                constraints={_CONSTRAINT_KEY: 0.0 if observation.feasible else 1.0},
+                constraints=self._constraints(observation.feasible),
             )
         )
 
+    def _start_constraining(self) -> None:
+        """Optuna needs the same constraints on every trial: start a new study and add every
+        observation again, now with its constraint."""
+        self._constrained = True
+        self._study = optuna.create_study(
+            direction="maximize", sampler=self._sampler_factory(self._seed)
+        )
+        self._pending.clear()
+        for observation in self._order:
+            self._add_finished(observation)
+
+    def _tell_known(self, trial: optuna.Trial, config: SpecConfig) -> None:
+        rows = self._ledger.by_key[config.key]
+        if all(o.failed for o in rows):
+            self._study.tell(trial, state=TrialState.FAIL)
+            return
+        known = self._ledger.value(config.key)
+        constraints = self._constraints(known is not None)
+        if constraints:
+            trial.set_constraint(_CONSTRAINT_KEY, constraints[_CONSTRAINT_KEY])
+        self._study.tell(trial, known if known is not None else
+                         max(o.tokens_per_second or 0.0 for o in rows))
+
     def ask(self) -> Ask | None:
-        # In a small discrete space TPE often proposes a setup it has seen; answer those from
-        # the ledger instead of spending a server launch, and ask again.
-        for _ in range(_MAX_DUPLICATE_ASKS):
+        # In a small discrete space a sampler often proposes a setup it has seen; answer those
+        # from the ledger instead of spending a server launch, and ask again. After a few, take
+        # the unmeasured setup nearest to what it proposed: every re-ask is another model fit.
+        config = None
+        for _ in range(self._max_duplicate_asks):
             trial = self._study.ask()
-            config = suggest(trial, self._space)
+            config = suggest(trial, self._space, flat=self._flat)
             if not self._ledger.seen(config):
                 self._pending[config.key] = trial
                 return Ask(config)
-            known = self._ledger.value(config.key)
-            trial.set_constraint(_CONSTRAINT_KEY, 0.0 if known is not None else 1.0)
-            failed = all(o.failed for o in self._ledger.by_key[config.key])
-            if failed:
-                self._study.tell(trial, state=TrialState.FAIL)
-            else:
-                best_seen = max(o.tokens_per_second or 0.0 for o in self._ledger.by_key[config.key])
-                self._study.tell(trial, known if known is not None else best_seen)
+            self._tell_known(trial, config)
         unseen = [c for c in self._grid if not self._ledger.seen(c)]
-        return Ask(unseen[int(self._rng.integers(len(unseen)))]) if unseen else None
+        if not unseen:
+            return None
+        return Ask(nearest(self._space, config, unseen) if config else unseen[0])
 
     def tell(self, observation: Observation) -> None:
         self._ledger.add(observation)
+        self._order.append(observation)
         trial = self._pending.pop(observation.config.key, None)
+        if not observation.feasible and not observation.failed and not self._constrained:
+            if trial is not None:
+                self._study.tell(trial, state=TrialState.FAIL)
+            self._start_constraining()
+            return
         if trial is None:
             self._add_finished(observation)
             return
-        trial.set_constraint(_CONSTRAINT_KEY, 0.0 if observation.feasible else 1.0)
+        constraints = self._constraints(observation.feasible)
+        if constraints:
+            trial.set_constraint(_CONSTRAINT_KEY, constraints[_CONSTRAINT_KEY])
         if observation.failed:
             self._study.tell(trial, state=TrialState.FAIL)
         else:
@@ -147,6 +272,26 @@ class OptunaStrategy:
 
     def recommend(self) -> SpecConfig | None:
         return self._ledger.best_config()
+
+
+def nearest(space: SearchSpace, config: SpecConfig, candidates: list[SpecConfig]) -> SpecConfig:
+    """The candidate closest to ``config``: numeric parameters by distance over their range,
+    categorical ones by mismatch; first in grid order on ties."""
+    dist = _flat_distributions(space)
+    here = trial_params(space, config, flat=True)
+
+    def distance(other: SpecConfig) -> float:
+        there = trial_params(space, other, flat=True)
+        total = 0.0
+        for name, d in dist.items():
+            a, b = here[name], there[name]
+            if isinstance(d, (IntDistribution, FloatDistribution)) and d.high > d.low:
+                total += abs(float(a) - float(b)) / (d.high - d.low)
+            else:
+                total += float(a != b)
+        return total
+
+    return min(candidates, key=distance)
 
 
 def tpe(space: SearchSpace, *, seed: int, budget: int = 0) -> OptunaStrategy:
@@ -167,8 +312,6 @@ def gp(space: SearchSpace, *, seed: int, budget: int = 0) -> OptunaStrategy:
             "install it with: pip install 'autotune[gp]'"
         ) from None
     return OptunaStrategy(
-        space, name="gp", seed=seed,
-        sampler_factory=lambda s: optuna.samplers.GPSampler(
-            seed=s, n_startup_trials=5
-        ),
+        space, name="gp", seed=seed, flat=True, max_duplicate_asks=1,
+        sampler_factory=lambda s: optuna.samplers.GPSampler(seed=s, n_startup_trials=5),
     )

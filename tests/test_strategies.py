@@ -68,7 +68,8 @@ def test_accepts_observations_it_never_asked_for(name: str) -> None:
     assert ask is None or SPACE.contains(ask.config)
 
 
-@pytest.mark.parametrize("name", ["grid", "random", "tpe", "halving", "spec-model"])
+# The bandit is left out on purpose: re-measuring a promising arm is its job.
+@pytest.mark.parametrize("name", [p for p in STRATEGIES if p.values[0] != "bandit"])
 def test_resume_does_not_repeat_replayed_setups(name: str) -> None:
     first = run(name, 5, seed=3)
     resumed = create_strategy(name, SPACE, seed=3, budget=10)
@@ -109,3 +110,40 @@ def test_spec_model_finds_the_best_toy_setup_without_the_grid() -> None:
 def test_unknown_strategy_names_the_available_ones() -> None:
     with pytest.raises(KeyError, match="available: "):
         create_strategy("annealing", SPACE, seed=0, budget=1)
+
+
+def test_optuna_parameters_round_trip_both_encodings() -> None:
+    from strategies.optuna_sampler import config_of, trial_params
+
+    for config in SPACE.grid():
+        for flat in (False, True):
+            assert config_of(trial_params(SPACE, config, flat=flat), flat=flat) == config
+
+
+@pytest.mark.skipif(not available("gp"), reason="gp: optional dependency not installed")
+def test_gp_sees_a_static_space() -> None:
+    # GPSampler samples any parameter outside a static space at random, so every GP trial
+    # must carry every parameter, the ones that do not apply to its method included.
+    strategy = create_strategy("gp", SPACE, seed=0, budget=10)
+    strategy.tell(Observation(BASELINE, toy_speed(BASELINE), True))
+    for _ in range(10):
+        ask = strategy.ask()
+        assert ask is not None
+        strategy.tell(Observation(ask.config, toy_speed(ask.config), True))
+    names = {"family", "draft_max", "p_min", "kv"}
+    assert all(set(t.params) == names for t in strategy._study.trials)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_setups_that_broke_a_limit_are_never_recommended(name: str) -> None:
+    # ngram-mod is the fastest toy setup, but here every one of them breaks a latency limit.
+    strategy = create_strategy(name, SPACE, seed=4, budget=20)
+    strategy.tell(Observation(BASELINE, toy_speed(BASELINE), True))
+    for _ in range(20):
+        ask = strategy.ask()
+        if ask is None:
+            break
+        feasible = ask.config.method != "ngram-mod"
+        strategy.tell(Observation(ask.config, toy_speed(ask.config), feasible, effort=ask.effort))
+    pick = strategy.recommend()
+    assert pick is not None and pick.method != "ngram-mod"

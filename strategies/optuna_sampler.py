@@ -194,6 +194,10 @@ class OptunaStrategy:
             return None
         return {_CONSTRAINT_KEY: 0.0 if feasible else 1.0}
 
+    def _constrain(self, trial: optuna.Trial, feasible: bool) -> None:
+        if self._constrained:
+            trial.set_constraint(_CONSTRAINT_KEY, 0.0 if feasible else 1.0)
+
     def _add_finished(self, observation: Observation) -> None:
         config = observation.config
         if observation.failed:
@@ -227,9 +231,7 @@ class OptunaStrategy:
             self._study.tell(trial, state=TrialState.FAIL)
             return
         known = self._ledger.value(config.key)
-        constraints = self._constraints(known is not None)
-        if constraints:
-            trial.set_constraint(_CONSTRAINT_KEY, constraints[_CONSTRAINT_KEY])
+        self._constrain(trial, known is not None)
         self._study.tell(trial, known if known is not None else
                          max(o.tokens_per_second or 0.0 for o in rows))
 
@@ -262,9 +264,7 @@ class OptunaStrategy:
         if trial is None:
             self._add_finished(observation)
             return
-        constraints = self._constraints(observation.feasible)
-        if constraints:
-            trial.set_constraint(_CONSTRAINT_KEY, constraints[_CONSTRAINT_KEY])
+        self._constrain(trial, observation.feasible)
         if observation.failed:
             self._study.tell(trial, state=TrialState.FAIL)
         else:

@@ -4,20 +4,28 @@
 
 Per strategy: median and worst share of the landscape's true optimum reached by the setup the
 strategy recommends at the end, and median launches and simulated wall-clock until its
-recommendation is within 2% of the optimum and stays there. Then the noise-aware finish against vLLM's median+MAD rule at the same
-number of measurements. On 2 cores: about 13 minutes, 2 without gp (`--strategies`).
+recommendation is within 2% of the optimum and stays there. Then the noise-aware finish
+against vLLM's median+MAD rule at the same number of measurements. On 2 cores: about 7
+minutes, 2 without gp (`--strategies`).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import sys
 import time
 from functools import cache
 from pathlib import Path
 
-import numpy as np
+# One single-threaded worker per core. Left to their defaults, OpenBLAS (NumPy, SciPy) and
+# OpenMP (PyTorch, for gp) each start a thread per core in every worker, and their spinning
+# threads contend: gp's runs took twice the CPU time. Set before NumPy loads OpenBLAS.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -127,15 +135,6 @@ def job(args: tuple[str, str, int, int]) -> tuple[str, str, tuple[float, int, fl
     return preset, name, run_one(preset, name, seed, budget)
 
 
-def one_thread_each() -> None:
-    """The pool already fills both cores; PyTorch's own threads (gp) would only contend."""
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=20)
@@ -153,7 +152,7 @@ def main() -> None:
     # One job a run, slowest strategies first, so neither core idles at the end.
     jobs = [(p, n, seed, args.budget) for n in sorted(names, key=lambda n: n != "gp")
             for p in PRESETS for seed in range(args.seeds)]
-    with multiprocessing.Pool(2, initializer=one_thread_each) as pool:
+    with multiprocessing.Pool(os.cpu_count()) as pool:
         results = pool.map(job, jobs, chunksize=4)
     by: dict[tuple[str, str], list[tuple[float, int, float, int]]] = {}
     for p, n, r in results:
@@ -178,9 +177,9 @@ def main() -> None:
         cells = []
         for name in names:
             rows = by[(preset, name)]
-            shares = [r[0] for r in rows]
+            picked = [r[0] for r in rows]
             reach = np.median([r[1] if r[1] > 0 else np.inf for r in rows])
-            cells.append(f"{100 * np.median(shares):5.1f}/{100 * min(shares):5.1f}/{reach:>5.0f}")
+            cells.append(f"{100 * np.median(picked):5.1f}/{100 * min(picked):5.1f}/{reach:>5.0f}")
         print(f"{preset:<18} {truth(preset)[2]:>9}" + "".join(f" {c:>22}" for c in cells))
 
     print("\nnoise-aware finish vs median+MAD (4 readings each of the true top-3 + baseline;"

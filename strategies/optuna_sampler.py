@@ -46,7 +46,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 _CONSTRAINT_KEY = "within_limits"
 # After this many proposals of known setups in a row, measure the unseen setup nearest the
 # last one instead: every duplicate is a trial Optuna must fit, and a converged TPE proposes
-# little else. GP takes its first proposal or its neighbour: each GP fit costs 0.1-0.3 s.
+# little else. GP takes its first proposal or its neighbour: each GP fit costs about 0.1 s.
 _MAX_DUPLICATE_ASKS = 5
 
 

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autotune.sim.model import expected_step, true_tokens_per_second
+from autotune.sim.model import expected_step, true_tokens_per_second, verifier_time
 from autotune.sim.presets import PRESETS
 from autotune.space import SpecConfig
 from strategies.acceptance import (
@@ -66,3 +66,15 @@ def test_datacenter_preset_reproduces_the_published_curve() -> None:
              for n in (1, 2, 3, 4)]
     assert np.allclose(curve, [35, 44, 49, 49], rtol=0.03)
     assert true_tokens_per_second(landscape, SpecConfig()) == 21.0
+
+
+def test_moe_preset_reproduces_the_published_figures() -> None:
+    # SIMULATION calibrated to vllm-mlx #699 (V(n)/V1 = 1.59/1.85/2.44/3.32 at n = 2/3/5/8) and
+    # llama.cpp #24266 (63 -> 68 t/s, best at draft-max 1).
+    landscape = PRESETS["moe-hybrid"]
+    costs = [verifier_time(landscape, n) for n in (2, 3, 5, 8)]
+    assert np.allclose(costs, [1.59, 1.85, 2.44, 3.32], rtol=0.03)
+    curve = [true_tokens_per_second(landscape, SpecConfig("draft-mtp", n, 0.0, "mtp-q8_0.gguf"))
+             for n in (1, 2, 3, 4)]
+    assert int(np.argmax(curve)) == 0
+    assert np.isclose(curve[0], 68, rtol=0.02)

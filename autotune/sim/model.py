@@ -11,7 +11,9 @@ landscapes this project cannot run. Formulas (see shared/reference/spec-decoding
       P(position i accepted) = prod_{j<=i} E[q_j ; q_j >= p]
   and E[tokens per step] = 1 + sum_i P(position i accepted)  (Leviathan et al. 2211.17192);
 - step time = E[drafter passes] * D + V(1 + E[drafted]), with V(n) = V1 * (1 + s * (n - 1))
-  and a kernel cliff above 8 tokens (llama.cpp PR #5625: V(9)/V(1) = 3.88 on CUDA); the
+  and a kernel cliff above 8 tokens (llama.cpp PR #5625: V(9)/V(1) = 3.88 on CUDA), plus for
+  MoE a jump j paid whenever more than one token is verified (vllm-mlx #699: the 2nd token
+  costs 0.59 of a step, later ones ~0.29, as each new token routes to more experts); the
   drafter also pays for the token whose low confidence stops the draft, so
   E[passes] = sum_{i<=n} prod_{j<i} P(q_j >= p) (1 when p_min stops at the first token);
 - concurrency c raises the verifier's per-token slope (compute-bound batches), which erodes
@@ -47,13 +49,14 @@ class Landscape:
     name: str
     description: str
     baseline_tokens_per_second: float
-    verifier_slope: float  # s in V(n) = V1 (1 + s (n-1))
+    verifier_slope: float  # s in V(n) = V1 (1 + s (n-1) + j [n > 1])
     acceptance: tuple[float, ...]
     drafters: dict[str, DrafterModel]
     ngram_acceptance: tuple[float, ...] = (0.3, 0.25, 0.2, 0.15, 0.1, 0.08, 0.06, 0.05)
     ngram_cost_ratio: float = 0.01
     kv_speed: dict[str, float] = field(default_factory=lambda: {"f16": 1.0, "q8_0": 1.0})
     flash_attn_speed: float = 1.0  # multiplier when flash attention is on
+    verifier_jump: float = 0.0  # j above
     cliff_above: int = 8
     cliff_factor: float = 2.2
     concurrency: int = 1
@@ -63,10 +66,14 @@ class Landscape:
     citations: tuple[str, ...] = ()
 
 
-def verifier_time(landscape: Landscape, tokens: float) -> float:
-    """V(n)/V1 for a batch of ``tokens`` tokens verified in one pass."""
+def verifier_time(landscape: Landscape, tokens: float, batched: float | None = None) -> float:
+    """V(n)/V1 for a batch of ``tokens`` tokens verified in one pass (an expectation when
+    fractional); ``batched`` is the chance that the pass verifies more than one token, which
+    pays the jump (default: whether ``tokens`` > 1)."""
     slope = landscape.verifier_slope + landscape.concurrency_slope * (landscape.concurrency - 1)
-    time = 1.0 + slope * (tokens - 1.0)
+    if batched is None:
+        batched = float(tokens > 1.0)
+    time = 1.0 + slope * (tokens - 1.0) + landscape.verifier_jump * batched
     if tokens > landscape.cliff_above + 1:
         time *= landscape.cliff_factor
     return time
@@ -131,7 +138,8 @@ def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
     acceptance, p_min, cost = drafting_profile(landscape, config)
     drafted, emitted = expected_step(acceptance, config.draft_max, p_min)
     passes = drafter_passes(acceptance, config.draft_max, p_min)
-    step = passes * cost + verifier_time(landscape, 1.0 + drafted)
+    any_drafted = float(position_terms(acceptance[:1], p_min)[0][0])
+    step = passes * cost + verifier_time(landscape, 1.0 + drafted, any_drafted)
     return base * emitted / step
 
 

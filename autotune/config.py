@@ -130,12 +130,22 @@ class FinishSpec(_Model):
 
     finalists: Annotated[int, Field(ge=0)] = 2
     rounds: Annotated[int, Field(ge=2)] = 4
+    # While a drafting setup leads no drafting by min_gain but is not yet shown ahead, measure
+    # 2 more rounds at a time up to this many; equal to ``rounds`` turns that off.
+    max_rounds: Annotated[int, Field(ge=2)] = 8
     requests_per_round: Annotated[int, Field(ge=1)] = 3
     min_gain: Annotated[float, Field(ge=0)] = 0.02  # a gain below this is called a tie
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     # Keep every finalist's server up and alternate between them (cheap, but a long-lived
     # server's n-gram cache learns the workload); false relaunches each round, as a trial does.
     concurrent_servers: bool = False
+
+    @model_validator(mode="after")
+    def _enough_rounds(self) -> FinishSpec:
+        if self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) is below rounds ({self.rounds}); "
+                             "set max_rounds >= rounds (equal turns extra rounds off)")
+        return self
 
 
 class StoreSpec(_Model):

@@ -8,6 +8,7 @@ server costs nothing on CPU); with ``concurrent_servers = false`` each round rel
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from autotune.controller import Tuner
@@ -49,10 +50,13 @@ def merge_levels(per_round: list[list[LevelResult]]) -> list[LevelResult]:
 
 def run_finish(
     tuner: Tuner, configs: list[SpecConfig], *, concurrent: bool = False, phase: str = "finish",
-    rounds: int | None = None,
+    rounds: int | None = None, looks: Sequence[int] = (),
+    more: Callable[[dict[SpecConfig, list[float]]], bool] | None = None,
 ) -> list[Finalist]:
+    """Measure ``configs`` interleaved for ``rounds`` rounds; with ``looks``, up to the last
+    look, stopping at an earlier one unless ``more`` (given each setup's rounds) says go on."""
     finish = tuner.spec.finish
-    total_rounds = rounds or finish.rounds
+    total_rounds = looks[-1] if looks else rounds or finish.rounds
     finalists = []
     for config in configs:
         trial_id, number = repo.start_trial(tuner.store, tuner.study.id, phase=phase,
@@ -77,6 +81,12 @@ def run_finish(
                     _measure_round(tuner, finalist, round_index, concurrent)
                 tuner.echo(f"{phase} round {round_index + 1}/{total_rounds}: " + ", ".join(
                     f"{f.config.describe()} {f.rounds[-1]:.1f}" for f in live if f.rounds))
+                done = round_index + 1
+                if done in looks[:-1] and more is not None:
+                    if not more({f.config: f.rounds for f in finalists if f.rounds}):
+                        break
+                    tuner.echo(f"{phase}: a drafting lead is not shown yet after {done} rounds; "
+                               "measuring 2 more")
         completed = True
     finally:
         if completed:

@@ -21,7 +21,9 @@ from autotune.recommend import (
     decide,
     decide_without_finish,
     deploy_argv,
+    finish_looks,
     recommendation_json,
+    worth_more_rounds,
 )
 from autotune.space import BASELINE, SpecConfig
 from autotune.stats import rounds_needed
@@ -82,23 +84,31 @@ def run_tune(
         rounds = {}
     else:
         finalists = [c for c, _ in top if c != BASELINE][: spec.finish.finalists] + [BASELINE]
-        echo(f"finish: re-measuring {len(finalists)} setups interleaved, "
-             f"{spec.finish.rounds} rounds")
-        needed = rounds_needed(spec.finish.alpha)
-        if spec.finish.rounds < needed:
-            echo(f"finish: warning: {spec.finish.rounds} rounds can never show a winner at "
-                 f"alpha {spec.finish.alpha:g}; every setup will tie with no drafting "
-                 f"(set finish.rounds >= {needed})")
-        measured = run_finish(tuner, finalists, concurrent=spec.finish.concurrent_servers)
+        finish = spec.finish
+        looks = finish_looks(finish.rounds, finish.max_rounds)
+        alpha = finish.alpha / len(looks)
+        echo(f"finish: re-measuring {len(finalists)} setups interleaved, {finish.rounds} rounds"
+             + (f" (up to {looks[-1]} while a drafting lead is unproven)" if len(looks) > 1 else ""))
+        needed = rounds_needed(alpha)
+        if finish.rounds < needed:
+            echo(f"finish: warning: {finish.rounds} rounds can never show a winner at "
+                 f"alpha {alpha:g} (finish.alpha over {len(looks)} looks); a first look will "
+                 f"tie with no drafting (set finish.rounds >= {needed})")
+
+        def judge(measured_rounds: dict[SpecConfig, list[float]]) -> Decision:
+            return decide(measured_rounds, simplicity=lambda c: c.simplicity(sizes),
+                          min_gain=finish.min_gain, alpha=alpha)
+
+        measured = run_finish(
+            tuner, finalists, concurrent=finish.concurrent_servers, looks=looks,
+            more=lambda r: worth_more_rounds(judge(r), r, min_gain=finish.min_gain),
+        )
         for finalist in measured:
             if finalist.failure:
                 echo(f"finish: {finalist.config.describe()} failed: {finalist.failure}")
         rounds = {f.config: f.rounds for f in measured if f.rounds}
         if rounds:
-            decision = decide(
-                rounds, simplicity=lambda c: c.simplicity(sizes),
-                min_gain=spec.finish.min_gain, alpha=spec.finish.alpha,
-            )
+            decision = judge(rounds)
         else:
             decision = decide_without_finish(top[0][0], top[0][1], baseline_value)
     settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)

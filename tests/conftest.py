@@ -83,7 +83,7 @@ def write_spec(tmp_path: Path, small_workload: Path) -> Callable[..., Path]:
                       "cache_type_k": ["f16"], "cache_type_v": ["f16"]},
             "workload": {"files": [str(small_workload)], "requests": 2, "warmup_requests": 1},
             "search": {"strategy": "grid", "trials": 3},
-            "finish": {"finalists": 1, "rounds": 2, "requests_per_round": 1},
+            "finish": {"finalists": 1, "rounds": 2, "max_rounds": 2, "requests_per_round": 1},
             "store": {"path": str(tmp_path / "results.db")},
         }
         for section, values in sections.items():

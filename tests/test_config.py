@@ -21,6 +21,7 @@ def parse(data: dict) -> object:
         ({"sever": {}}, "sever: Extra inputs are not permitted; remove it or check its spelling"),
         ({"workload": {"concurrency": [4]}}, "set server.parallel = 4"),
         ({"server": {"kind": "vllm"}, "space": {"cache_type_k": ["q8_0"]}}, "for vllm"),
+        ({"finish": {"rounds": 6, "max_rounds": 4}}, "set max_rounds >= rounds"),
     ],
 )
 def test_bad_specs_name_the_key_and_the_fix(data: dict, expected: str) -> None:

@@ -91,7 +91,7 @@ def sim_spec(write_spec: Callable[..., Path], tmp_path: Path, port: int) -> Path
                "cache_type_k": ["f16", "q8_0"], "cache_type_v": ["f16"]},
         workload={"files": [str(prompts)], "requests": 2, "warmup_requests": 1},
         search={"strategy": "spec-model", "trials": 12},
-        finish={"finalists": 1, "rounds": 4, "requests_per_round": 2},
+        finish={"finalists": 1, "rounds": 4, "max_rounds": 8, "requests_per_round": 2},
     )
 
 
@@ -107,6 +107,8 @@ def test_controller_tunes_the_simulation_and_labels_it(write_spec: Callable[...,
     # On this preset n-gram lookup is about 1.6x no drafting and drafters lose.
     assert recommendation["params"]["method"] == "ngram-mod", result.stdout
     assert "autotune-sim-server" in recommendation["command_shell"]
+    # A 1.6x lead is shown at the first look, so the finish stops there.
+    assert "finish round 4/8" in result.stdout and "finish round 5/8" not in result.stdout
 
 
 def test_unknown_preset_is_one_clear_line(write_spec: Callable[..., Path], free_port: int) -> None:

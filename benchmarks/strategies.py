@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--strategies", default=",".join(strategy_names()))
+    parser.add_argument("--finish-max-rounds", type=int, default=8,
+                        help="the finish's max_rounds (4: no extra rounds)")
     args = parser.parse_args()
     names = []
     for name in args.strategies.split(","):
@@ -195,9 +197,11 @@ def main() -> None:
         print(f"{preset:<18} {truth(preset)[2]:>9}" + "".join(f" {c:>22}" for c in cells))
 
     print("\nnoise-aware finish vs median+MAD on the same readings (the true top-3 + baseline,"
-          " 4 rounds, up to 8 while a drafting lead is unproven; share of picks truly >2% worse):")
+          f" 4 rounds, up to {args.finish_max_rounds} while a drafting lead is unproven;"
+          " share of picks truly >2% worse):")
     for preset in PRESETS:
-        ours, mad, mean_rounds = finish_wrong_picks(preset, reps=200, rounds=4, max_rounds=8)
+        ours, mad, mean_rounds = finish_wrong_picks(preset, reps=200, rounds=4,
+                                                    max_rounds=args.finish_max_rounds)
         print(f"  {preset:<18} ours {100 * ours:5.1f}%   median+MAD {100 * mad:5.1f}%   "
               f"rounds {mean_rounds:.2f}")
     print(f"\nran in {time.perf_counter() - started:.0f} s")

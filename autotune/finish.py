@@ -86,7 +86,7 @@ def run_finish(
                     if not more({f.config: f.rounds for f in finalists if f.rounds}):
                         break
                     tuner.echo(f"{phase}: a drafting lead is not shown yet after {done} rounds; "
-                               "measuring 2 more")
+                               f"measuring up to {looks[looks.index(done) + 1]}")
         completed = True
     finally:
         if completed:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import tomli_w
 from typer.testing import CliRunner
 
 from autotune.backends import LaunchSettings, get_backend
@@ -109,6 +111,19 @@ def test_controller_tunes_the_simulation_and_labels_it(write_spec: Callable[...,
     assert "autotune-sim-server" in recommendation["command_shell"]
     # A 1.6x lead is shown at the first look, so the finish stops there.
     assert "finish round 4/8" in result.stdout and "finish round 5/8" not in result.stdout
+
+
+def test_finish_measures_on_while_a_lead_is_unproven(write_spec: Callable[..., Path],
+                                                    tmp_path: Path, free_port: int) -> None:
+    # Two rounds can never show a winner, so the 1.6x n-gram lead earns the next look.
+    spec = sim_spec(write_spec, tmp_path, free_port)
+    data = tomllib.loads(spec.read_text())
+    data["finish"].update(rounds=2, max_rounds=4)
+    spec.write_text(tomli_w.dumps(data))
+    result = runner.invoke(app, ["tune", str(spec)])
+    assert result.exit_code == 0, result.stderr
+    assert "not shown yet after 2 rounds; measuring up to 4" in result.stdout
+    assert "finish round 4/4" in result.stdout
 
 
 def test_unknown_preset_is_one_clear_line(write_spec: Callable[..., Path], free_port: int) -> None:

@@ -50,13 +50,13 @@ def merge_levels(per_round: list[list[LevelResult]]) -> list[LevelResult]:
 
 def run_finish(
     tuner: Tuner, configs: list[SpecConfig], *, concurrent: bool = False, phase: str = "finish",
-    rounds: int | None = None, looks: Sequence[int] = (),
+    looks: Sequence[int] | None = None,
     more: Callable[[dict[SpecConfig, list[float]]], bool] | None = None,
 ) -> list[Finalist]:
-    """Measure ``configs`` interleaved for ``rounds`` rounds; with ``looks``, up to the last
-    look, stopping at an earlier one unless ``more`` (given each setup's rounds) says go on."""
-    finish = tuner.spec.finish
-    total_rounds = looks[-1] if looks else rounds or finish.rounds
+    """Measure ``configs`` interleaved up to the last of ``looks`` (default: finish.rounds)
+    rounds, stopping at an earlier look unless ``more`` (given each setup's rounds) says go on."""
+    looks = tuple(looks or (tuner.spec.finish.rounds,))
+    total_rounds = looks[-1]
     finalists = []
     for config in configs:
         trial_id, number = repo.start_trial(tuner.store, tuner.study.id, phase=phase,

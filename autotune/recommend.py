@@ -92,6 +92,11 @@ def finish_looks(rounds: int, max_rounds: int, step: int = 2) -> tuple[int, ...]
     return tuple(range(rounds, max(rounds, max_rounds) + 1, step))
 
 
+def alpha_per_look(alpha: float, looks: Sequence[int]) -> float:
+    """The level each look is tested at (Bonferroni over the looks)."""
+    return alpha / len(looks)
+
+
 def worth_more_rounds(
     decision: Decision, rounds: Mapping[SpecConfig, Sequence[float]], *,
     baseline: SpecConfig = BASELINE, min_gain: float = 0.02,

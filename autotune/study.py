@@ -18,6 +18,7 @@ from autotune.finish import run_finish
 from autotune.recommend import (
     DEFAULT_DEPLOY_PORT,
     Decision,
+    alpha_per_look,
     decide,
     decide_without_finish,
     deploy_argv,
@@ -86,7 +87,7 @@ def run_tune(
         finalists = [c for c, _ in top if c != BASELINE][: spec.finish.finalists] + [BASELINE]
         finish = spec.finish
         looks = finish_looks(finish.rounds, finish.max_rounds)
-        alpha = finish.alpha / len(looks)
+        alpha = alpha_per_look(finish.alpha, looks)
         echo(f"finish: re-measuring {len(finalists)} setups interleaved, {finish.rounds} rounds"
              + (f" (up to {looks[-1]} while a drafting lead is unproven)" if len(looks) > 1 else ""))
         needed = rounds_needed(alpha)
@@ -154,7 +155,7 @@ def run_verify(
             raise SpecError(f"study {name!r} measured nothing but no drafting; nothing to verify")
         challenger = others[0]
     tuner = Tuner(spec, store, study, workload, log_root / name, echo)
-    measured = run_finish(tuner, [recommended, challenger], phase="verify", rounds=rounds)
+    measured = run_finish(tuner, [recommended, challenger], phase="verify", looks=(rounds,))
     runs = {f.config: f.rounds for f in measured if f.rounds}
     sizes = drafter_sizes(spec)
     decision = decide(runs, simplicity=lambda c: c.simplicity(sizes),

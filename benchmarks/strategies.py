@@ -29,7 +29,12 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autotune.recommend import decide, finish_looks, worth_more_rounds  # noqa: E402
+from autotune.recommend import (  # noqa: E402
+    alpha_per_look,
+    decide,
+    finish_looks,
+    worth_more_rounds,
+)
 from autotune.sim.model import Landscape, simulate_launch, true_tokens_per_second  # noqa: E402
 from autotune.sim.presets import PRESETS  # noqa: E402
 from autotune.space import BASELINE, FloatRange, IntRange, SearchSpace, SpecConfig  # noqa: E402
@@ -118,7 +123,7 @@ def finish_wrong_picks(
                 for c in finalists:
                     rounds_by[c].append(simulate_launch(landscape, c, rng).tokens_per_second)
             decision = decide(rounds_by, simplicity=lambda c: c.simplicity(),
-                              alpha=alpha / len(looks))
+                              alpha=alpha_per_look(alpha, looks))
             if not worth_more_rounds(decision, rounds_by):
                 break
         ours_wrong += values[decision.config] < WITHIN * best_true

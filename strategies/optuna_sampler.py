@@ -22,7 +22,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.distributions import (
     BaseDistribution,
@@ -187,7 +186,6 @@ class OptunaStrategy:
         self._ledger = Ledger()
         self._order: list[Observation] = []
         self._grid = space.grid()
-        self._rng = np.random.default_rng(seed)
 
     def _constraints(self, feasible: bool) -> dict[str, float] | None:
         if not self._constrained:
@@ -195,8 +193,8 @@ class OptunaStrategy:
         return {_CONSTRAINT_KEY: 0.0 if feasible else 1.0}
 
     def _constrain(self, trial: optuna.Trial, feasible: bool) -> None:
-        if self._constrained:
-            trial.set_constraint(_CONSTRAINT_KEY, 0.0 if feasible else 1.0)
+        for key, value in (self._constraints(feasible) or {}).items():
+            trial.set_constraint(key, value)
 
     def _add_finished(self, observation: Observation) -> None:
         config = observation.config

@@ -5,7 +5,13 @@ from hypothesis import strategies as st
 
 import numpy as np
 
-from autotune.recommend import decide, finish_looks, shell_command, worth_more_rounds
+from autotune.recommend import (
+    alpha_per_look,
+    decide,
+    finish_looks,
+    shell_command,
+    worth_more_rounds,
+)
 from autotune.space import BASELINE, SpecConfig
 
 NGRAM2 = SpecConfig("ngram-mod", 2)
@@ -63,7 +69,7 @@ def finish(gain: float, max_rounds: int, reps: int = 150) -> tuple[float, float]
             while len(rounds[BASELINE]) < look:
                 rounds[NGRAM2].append(50 * gain * float(np.exp(rng.normal(0, 0.04))))
                 rounds[BASELINE].append(50 * float(np.exp(rng.normal(0, 0.04))))
-            decision = decide(rounds, simplicity=simplicity, alpha=0.05 / len(looks))
+            decision = decide(rounds, simplicity=simplicity, alpha=alpha_per_look(0.05, looks))
             if not worth_more_rounds(decision, rounds):
                 break
         picked += decision.config == NGRAM2

@@ -107,7 +107,8 @@ def tune(
         typer.echo(results_table(outcome.trials))
         typer.echo("")
         breakdown = class_breakdown(outcome.trials, {
-            "recommended": outcome.decision.config.key, "no drafting": _baseline_key()})
+            "recommended": outcome.decision.config.key, "no drafting": _baseline_key()},
+            classes=workload.labels)
         if breakdown:
             typer.echo(breakdown)
             typer.echo("")
@@ -147,6 +148,10 @@ def verify(
                    f"({decision.verdict}; {decision.explain()})")
         if outcome.agrees:
             typer.echo("agrees with the stored recommendation")
+        elif outcome.inconclusive:
+            typer.echo(f"INCONCLUSIVE: {rounds} rounds could not settle "
+                       f"{outcome.recommended.describe()} against {outcome.challenger.describe()}")
+            raise typer.Exit(code=3)
         else:
             typer.echo(f"DISAGREES: the study recommended {outcome.recommended.describe()}")
             raise typer.Exit(code=1)

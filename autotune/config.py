@@ -70,7 +70,8 @@ class SpaceSpec(_Model):
     drafters: list[str] = []
     cache_type_k: list[str] = ["f16"]
     cache_type_v: list[str] = ["f16"]
-    flash_attn: list[Literal["on", "off"]] = ["off"]
+    # "auto" is the server's own choice (no flag); "on"/"off" force it.
+    flash_attn: list[Literal["auto", "on", "off"]] = ["auto"]
 
     @field_validator("methods")
     @classmethod
@@ -136,9 +137,8 @@ class FinishSpec(_Model):
     requests_per_round: Annotated[int, Field(ge=1)] = 3
     min_gain: Annotated[float, Field(ge=0)] = 0.02  # a gain below this is called a tie
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    # Keep every finalist's server up and alternate between them (cheap, but a long-lived
-    # server's n-gram cache learns the workload); false relaunches each round, as a trial does.
-    concurrent_servers: bool = False
+    # Rounds measured again because outside load disturbed them (see autotune.interference).
+    remeasure_rounds: Annotated[int, Field(ge=0)] = 2
 
     @model_validator(mode="after")
     def _enough_rounds(self) -> FinishSpec:

@@ -104,26 +104,43 @@ class Tuner:
     def argv_for(self, config: SpecConfig) -> list[str]:
         return self.backend.launch_argv(self.launch_settings(self.spec.server.port), config)
 
-    def probe(self, base_url: str, *, requests: int, warmup: int) -> list[LevelResult]:
+    def probe(self, base_url: str, *, requests: int, warmup: int,
+              rotation: int = 0) -> list[LevelResult]:
         workload = self.spec.workload
         return probe(
             self.backend, base_url, self.workload,
             concurrency_levels=workload.concurrency, requests=requests,
-            warmup_requests=warmup, timeout_s=workload.request_timeout_s,
+            warmup_requests=warmup, timeout_s=workload.request_timeout_s, rotation=rotation,
         )
 
-    def measure(self, config: SpecConfig, *, phase: str, effort: float = 1.0) -> TrialRecord:
-        """One trial: launch, probe, evaluate, store (samples included), stop."""
+    def requests_for(self, effort: float) -> int:
+        """Requests per slot for a launch at ``effort``, capped so one server never gets a
+        prompt twice: a longer launch of a small workload would repeat prompts, which n-gram
+        caches answer from memory (the KV screen once read 103 tok/s where 1x read 64)."""
+        wanted = max(1, round(self.spec.workload.requests * effort))
+        cap = self.workload.distinct_count // sum(self.spec.workload.concurrency)
+        return max(1, min(wanted, cap)) if cap >= 1 else wanted
+
+    def measure(self, config: SpecConfig, *, phase: str, effort: float = 1.0,
+                rotation: int | None = None, round_: int | None = None,
+                requests: int | None = None) -> TrialRecord:
+        """One trial: launch, probe, evaluate, store (samples included), stop. ``rotation``
+        picks the workload's stretch (default: the trial's number, so successive launches
+        cover the whole workload); ``requests`` overrides the effort's request count."""
+        if requests is None:
+            requests = self.requests_for(effort)
+            effort = requests / self.spec.workload.requests
         trial_id, number = repo.start_trial(self.store, self.study.id, phase=phase,
                                             config=config, launch_argv=self.argv_for(config),
-                                            effort=effort)
-        requests = max(1, round(self.spec.workload.requests * effort))
+                                            effort=effort, round_=round_)
         finished = False
         try:
             with self.running(config, trial_id, number) as (base_url, launch_s):
                 levels = self.probe(base_url, requests=requests,
-                                    warmup=self.spec.workload.warmup_requests)
+                                    warmup=self.spec.workload.warmup_requests,
+                                    rotation=number if rotation is None else rotation)
                 evaluation = evaluate(levels, self.spec.limits)
+                self._check_knobs(config, evaluation)
                 excerpt = "".join(tail_lines(self.log_dir / f"trial-{number:03d}.log", 20))
                 repo.finish_trial(
                     self.store, trial_id,
@@ -143,6 +160,17 @@ class Tuner:
                 with contextlib.suppress(AutotuneError):
                     repo.interrupt_running(self.store, self.study.id)
         return repo.get_trial(self.store, trial_id)
+
+    def _check_knobs(self, config: SpecConfig, evaluation: Evaluation) -> None:
+        """Say so when the server drafted longer than the setup allows: its length flag did
+        not reach it (every "ngram-mod n=..." launch once ran at n-max 64), and the draft
+        length axis would be noise."""
+        length = evaluation.levels[0].mean_draft_length if evaluation.levels else None
+        limit = config.draft_max
+        if length is not None and limit is not None and length > limit + 0.01:
+            self.echo(f"warning: {config.describe()}: the server drafted {length:.1f} tokens per "
+                      f"draft with draft_max {limit}; its draft-length flag did not "
+                      "reach the server")
 
 
 def spec_fingerprint(spec: TuneSpec) -> dict[str, Any]:
@@ -189,23 +217,48 @@ def run_search(tuner: Tuner, *, budget: int) -> tuple[list[TrialRecord], SpecCon
         strategy.tell(observation_of(trial))
     if finished:
         tuner.echo(f"resuming: {len(finished)} finished trials replayed into {strategy.name}")
-    if not any(t.config == BASELINE for t in finished) and len(finished) < budget:
-        trial = tuner.measure(BASELINE, phase="search")
-        tuner.echo(progress_line(trial, len(finished) + 1, budget))
-        if trial.state == TrialState.FAILED:
-            raise LaunchError(f"the baseline (no drafting) failed: {trial.failure_reason}")
+
+    def record(trial: TrialRecord) -> None:
         finished.append(trial)
+        tuner.echo(progress_line(trial, len(finished), budget))
         strategy.tell(observation_of(trial))
+
+    if not any(t.config == BASELINE and t.state != TrialState.FAILED for t in finished):
+        # Everything is judged against the baseline: a failed start (a port race, a slow
+        # disk) is tried once more, also after a resume, before the study gives up.
+        for attempt in range(2):
+            trial = tuner.measure(BASELINE, phase="search")
+            record(trial)
+            if trial.state != TrialState.FAILED:
+                break
+            if attempt == 0:
+                tuner.echo("the baseline (no drafting) failed to start; trying it once more")
+        else:
+            raise LaunchError(f"the baseline (no drafting) failed twice: {trial.failure_reason}")
     while len(finished) < budget:
         ask = strategy.ask()
         if ask is None:
             tuner.echo(f"{strategy.name}: no setup left to try")
             break
         trial = tuner.measure(ask.config, phase="search", effort=ask.effort)
-        finished.append(trial)
-        tuner.echo(progress_line(trial, len(finished), budget))
-        strategy.tell(observation_of(trial))
+        record(trial)
+        if len(finished) < budget and _worth_remeasuring(trial, finished):
+            tuner.echo(f"{trial.config.describe()}: fast but over a limit once; measuring it "
+                       "again before dropping it")
+            record(tuner.measure(ask.config, phase="search", effort=ask.effort))
     return finished, strategy.recommend()
+
+
+def _worth_remeasuring(trial: TrialRecord, finished: list[TrialRecord]) -> bool:
+    """A launch that broke a limit is measured once more when the setup is promising (as fast
+    as the best setup that met the limits) and this was its only launch: one disturbed launch
+    must not drop it for good."""
+    if trial.state != TrialState.INFEASIBLE or trial.objective is None:
+        return False
+    if sum(t.config == trial.config for t in finished) > 1:
+        return False
+    best = max((t.objective for t in finished if t.feasible and t.objective), default=0.0)
+    return trial.objective >= best
 
 
 def progress_line(trial: TrialRecord, done: int, budget: int) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from httpx_sse import aconnect_sse
 
 from autotune.backends import Backend, SpecCounters
 from autotune.errors import ProbeError
+from autotune.interference import Interference, InterferenceWindow
 from autotune.workload import Prompt, Workload
 
 
@@ -48,6 +50,7 @@ class LevelResult:
     samples: tuple[RequestSample, ...]
     window_s: float
     counters: SpecCounters = field(default_factory=SpecCounters)
+    interference: Interference | None = None
 
     @property
     def measured(self) -> list[RequestSample]:
@@ -81,6 +84,37 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
 
 
 async def send_one(
+    client: httpx.AsyncClient,
+    backend: Backend,
+    base_url: str,
+    prompt: Prompt,
+    *,
+    concurrency: int,
+    warmup: bool,
+    window_start: float,
+) -> RequestSample:
+    """One streamed request. A transport-level failure (a reset keep-alive connection, say)
+    is tried once more on a fresh connection before it counts as an error: with the default
+    ``max_error_rate = 0`` one stale socket would otherwise make a whole setup infeasible."""
+    sample = await _send_once(client, backend, base_url, prompt, concurrency=concurrency,
+                              warmup=warmup, window_start=window_start)
+    if sample.error is None or not sample.error.startswith(_TRANSPORT_ERRORS):
+        return sample
+    async with httpx.AsyncClient(timeout=client.timeout) as fresh:
+        retried = await _send_once(fresh, backend, base_url, prompt, concurrency=concurrency,
+                                   warmup=warmup, window_start=window_start)
+    if retried.error is None:
+        return retried
+    return dataclasses.replace(
+        retried, error=f"{retried.error} (retried once; first try: {sample.error})"[:300])
+
+
+# httpx's transport failures, by class name as they appear at the start of a sample's error.
+_TRANSPORT_ERRORS = ("RemoteProtocolError", "ReadError", "WriteError", "ConnectError",
+                     "LocalProtocolError")
+
+
+async def _send_once(
     client: httpx.AsyncClient,
     backend: Backend,
     base_url: str,
@@ -176,6 +210,8 @@ async def probe_level(
         samples.append(await send_one(client, backend, base_url, prompt, concurrency=concurrency,
                                       warmup=True, window_start=window_start))
     before = await read_counters(client, backend, base_url)
+    window = InterferenceWindow()
+    window.start()
     queue: asyncio.Queue[Prompt] = asyncio.Queue()
     for prompt in prompts:
         queue.put_nowait(prompt)
@@ -193,9 +229,23 @@ async def probe_level(
                                            window_start=window_start))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    window = time.perf_counter() - window_start
+    elapsed = time.perf_counter() - window_start
+    interference = window.stop()
     after = await read_counters(client, backend, base_url)
-    return LevelResult(concurrency, tuple(samples + measured), window, after.minus(before))
+    return LevelResult(concurrency, tuple(samples + measured), elapsed, after.minus(before),
+                       interference)
+
+
+def level_counts(requests: int, levels: Sequence[int], distinct: int) -> list[int]:
+    """Requests per concurrency level for one launch: ``requests`` per slot, scaled down so
+    the launch sends each prompt at most once (each level keeps at least one request per slot;
+    only a workload too small even for that repeats prompts)."""
+    wanted = [requests * level for level in levels]
+    total = sum(wanted)
+    if total <= distinct:
+        return wanted
+    scale = distinct / total
+    return [max(level, int(count * scale)) for count, level in zip(wanted, levels, strict=True)]
 
 
 def probe(
@@ -207,16 +257,23 @@ def probe(
     requests: int,
     warmup_requests: int,
     timeout_s: float,
+    rotation: int = 0,
 ) -> list[LevelResult]:
-    """Measure every concurrency level in turn (blocking wrapper for the controller)."""
+    """Measure every concurrency level in turn (blocking wrapper for the controller). The
+    launch's prompts are one stratified stretch of the workload (``rotation`` picks which), so
+    no prompt reaches this server twice while others are unsent."""
 
     async def run() -> list[LevelResult]:
         limits = httpx.Limits(max_connections=max(concurrency_levels) + 2)
         timeout = httpx.Timeout(timeout_s, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             results = []
-            for level in concurrency_levels:
-                prompts = workload.schedule(requests * level)
+            counts = level_counts(requests, concurrency_levels, workload.distinct_count)
+            stretch = workload.schedule(sum(counts), rotation)
+            start = 0
+            for level, count in zip(concurrency_levels, counts, strict=True):
+                prompts = stretch[start:start + count]
+                start += count
                 warm = [workload.warmup_prompt()] * warmup_requests
                 results.append(await probe_level(client, backend, base_url, prompts,
                                                  concurrency=level, warmup=warm))

@@ -1,13 +1,23 @@
 """From measurements to a recommendation: which setup to deploy, and the command for it.
 
-The decision is a pure function of the finish rounds: the leader by median, every setup the
-leader is not statistically ahead of counts as tied with it, the simplest of a tie wins, and a
-drafting setup must be statistically ahead of no drafting to be recommended at all. When a
-drafting lead is not yet shown, the finish measures more rounds before settling for a tie.
+The decision is a pure function of the finish's interleaved rounds, analysed in pairs (round i
+of every setup ran on the same prompts within minutes, so the per-round ratio cancels what the
+machine did to that round):
+
+- a drafting setup is recommended only when it is shown faster than the best no-drafting setup
+  measured, with Holm's procedure over the drafting finalists (and the caller's Bonferroni share
+  over looks), so the family-wise false-win rate stays at ``alpha``;
+- "tie" is claimed only when the ratio's confidence interval lies inside the practical margin
+  (``min_gain``) both ways; not being shown different is not equivalence. Among setups shown
+  equivalent the cheapest and safest wins (``SpecConfig.simplicity``); otherwise the better
+  median wins, with the probability that it is within ``min_gain`` of the best finalist;
+- a lead that is real in median but not shown yet asks for more rounds; when none are left, the
+  verdict says how noisy the machine was and how many rounds the lead would need.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,38 +26,91 @@ from typing import Any
 import numpy as np
 
 from autotune.backends import Backend, LaunchSettings
-from autotune.space import BASELINE, SpecConfig
-from autotune.stats import Comparison, compare
+from autotune.space import BASELINE, SpecConfig, drafts
+from autotune.stats import (
+    PairedRatio,
+    holm,
+    paired_ratio,
+    probability_within,
+    reading_noise,
+    round_matrix,
+    rounds_to_show,
+)
 
 DEFAULT_DEPLOY_PORT = 8080
+
+VERDICTS = ("ahead", "baseline", "unproven", "none-feasible", "unverified")
 
 
 @dataclass(frozen=True)
 class Decision:
     config: SpecConfig
-    verdict: str  # "ahead" | "tie" | "baseline" | "unverified"
+    # ahead: a drafting setup shown faster than no drafting; baseline: no drafting setup leads
+    # by min_gain; unproven: one leads in median but is not shown ahead; none-feasible: nothing
+    # met the limits; unverified: no interleaved comparison with no drafting could be made.
+    verdict: str
     tokens_per_second: float
-    baseline_tokens_per_second: float | None = None
-    versus_baseline: Comparison | None = None
-    tied_with: tuple[SpecConfig, ...] = field(default=())
+    baseline_tokens_per_second: float | None = None  # no drafting, the server's own defaults
+    versus_baseline: PairedRatio | None = None
+    best_no_drafting: SpecConfig | None = None  # the fastest no-drafting setting measured
+    versus_best_no_drafting: PairedRatio | None = None
+    tied_with: tuple[SpecConfig, ...] = field(default=())  # shown equivalent, less simple
+    confidence: float | None = None  # P(pick within min_gain of the best finalist)
+    noise: float | None = None  # relative spread of one reading on this machine
+    rounds: int = 0
+    leader: SpecConfig | None = None  # the best drafting median, when it was not recommended
+    versus_leader: PairedRatio | None = None  # leader against the best no-drafting setup
+    rounds_needed: int | None = None  # about how many rounds would show the leader's lead
+    note: str = ""  # a caller's addition (limits, failures) to the explanation
+    needs_more: bool = False  # more rounds could change this decision
+    # The decision at each further concurrency level, from the same launches.
+    by_concurrency: tuple[tuple[int, Decision], ...] = ()
 
     @property
     def speedup(self) -> float | None:
+        if self.versus_baseline is not None and math.isfinite(self.versus_baseline.ratio):
+            return self.versus_baseline.ratio
         if not self.baseline_tokens_per_second:
             return None
         return self.tokens_per_second / self.baseline_tokens_per_second
 
     def explain(self) -> str:
+        sure = (f"; P(within margin of the best finalist) = {self.confidence:.2f}"
+                if self.confidence is not None else "")
+        noise = f"; readings vary by ±{100 * self.noise:.0f}%" if self.noise is not None else ""
         if self.verdict == "ahead":
-            assert self.versus_baseline is not None
-            return (f"ahead of no drafting: x{self.versus_baseline.ratio:.2f} median, "
-                    f"Mann-Whitney p={self.versus_baseline.p_value:.3f}")
-        if self.verdict == "tie":
-            return ("no setup was reliably faster than no drafting: the differences measured "
-                    "are within run-to-run noise, so the simpler setup is recommended")
-        if self.verdict == "baseline":
-            return "no drafting measured fastest"
-        return "best single reading (no interleaved re-measurement was run)"
+            text = self._ahead_text()
+        elif self.verdict == "unproven":
+            text = self._unproven_text()
+        elif self.verdict == "baseline":
+            text = ("no drafting setup led no drafting by the practical margin"
+                    + (f" ({len(self.tied_with)} shown equivalent)" if self.tied_with else ""))
+        elif self.verdict == "none-feasible":
+            text = "no measured setup met the limits; this is the least-bad one"
+        else:
+            text = "the best search reading, not verified against no drafting in interleaved rounds"
+        text += f" ({self.rounds} interleaved rounds{noise}{sure})" if self.rounds else ""
+        return text + (f"; {self.note}" if self.note else "")
+
+    def _ahead_text(self) -> str:
+        versus = self.versus_best_no_drafting or self.versus_baseline
+        if versus is None:
+            return "ahead of no drafting"
+        return (f"ahead of no drafting: x{versus.ratio:.2f} per round "
+                f"(lower bound x{versus.low:.2f}, paired t p={versus.p_greater:.4f})")
+
+    def _unproven_text(self) -> str:
+        if self.leader is None or self.versus_leader is None:
+            return "a drafting setup leads but is not shown ahead; kept no drafting"
+        lead = self.versus_leader
+        text = (f"{self.leader.describe()} leads no drafting by x{lead.ratio:.2f} per round "
+                f"(interval x{lead.low:.2f}..x{lead.high:.2f}) but is not shown ahead; kept no "
+                "drafting")
+        if self.rounds_needed is None or self.rounds_needed > self.rounds:
+            need = (f"about {self.rounds_needed} rounds" if self.rounds_needed
+                    else "more rounds than is practical")
+            text = f"too noisy to decide: {text}; showing the lead would take {need}"
+        return text
 
 
 def decide(
@@ -58,37 +121,71 @@ def decide(
     min_gain: float = 0.02,
     alpha: float = 0.05,
 ) -> Decision:
-    """Pick the setup to deploy from per-round tokens/s of each finalist."""
-    medians = {c: float(np.median(v)) for c, v in rounds.items() if len(v)}
-    if not medians:
+    """Pick the setup to deploy from each finalist's aligned per-round tokens/s (``nan`` where
+    a round has no reading). ``alpha`` is this look's share of the family-wise level."""
+    configs = [c for c, v in rounds.items() if np.isfinite(np.asarray(v, dtype=float)).any()]
+    if not configs:
         raise ValueError("no finalist was measured")
-    leader = max(medians, key=lambda c: medians[c])
-    tied = [
-        c for c in medians
-        if c == leader or not compare(rounds[leader], rounds[c], min_gain=min_gain, alpha=alpha).a_ahead
-    ]
-    base_rounds = rounds.get(baseline)
-    base_median = medians.get(baseline)
-    ordered = sorted(tied, key=simplicity)
-    if base_rounds is None:
-        chosen = ordered[0]
-        return Decision(chosen, "unverified", medians[chosen], tied_with=tuple(ordered[1:]))
-    if baseline in tied:
-        verdict = "baseline" if leader == baseline else "tie"
-        return Decision(baseline, verdict, medians[baseline], base_median,
-                        tied_with=tuple(c for c in ordered if c != baseline))
-    for candidate in ordered:
-        versus = compare(rounds[candidate], base_rounds, min_gain=min_gain, alpha=alpha)
-        if versus.a_ahead:
-            return Decision(candidate, "ahead", medians[candidate], base_median, versus,
-                            tuple(c for c in ordered if c != candidate))
-    return Decision(baseline, "tie", medians[baseline], base_median, tied_with=tuple(ordered))
+    matrix = round_matrix([rounds[c] for c in configs])
+    with np.errstate(all="ignore"):
+        medians = {c: float(np.nanmedian(matrix[:, i])) for i, c in enumerate(configs)}
+    noise = reading_noise(matrix)
+    used = int(np.isfinite(matrix).any(axis=1).sum())
+    no_draft = [c for c in configs if not drafts(c.method)]
+    drafting = [c for c in configs if drafts(c.method)]
+
+    def versus(a: SpecConfig, b: SpecConfig) -> PairedRatio:
+        return paired_ratio(rounds[a], rounds[b], alpha=alpha)
+
+    def sure(pick: SpecConfig) -> float:
+        return probability_within(matrix, configs.index(pick), min_gain)
+
+    if not no_draft:
+        best = max(configs, key=lambda c: medians[c])
+        return Decision(best, "unverified", medians[best], rounds=used, noise=noise)
+    # Among no-drafting settings, leave the server's defaults only for one shown better.
+    reference = max(no_draft, key=lambda c: medians[c])
+    plain = baseline if baseline in no_draft else reference
+    no_draft_pick = plain
+    if reference != plain and versus(reference, plain).ahead(min_gain):
+        no_draft_pick = reference
+
+    def decision(pick: SpecConfig, verdict: str, **extra: Any) -> Decision:
+        return Decision(
+            pick, verdict, medians[pick], baseline_tokens_per_second=medians.get(baseline),
+            versus_baseline=versus(pick, baseline) if baseline in no_draft else None,
+            best_no_drafting=reference, versus_best_no_drafting=versus(pick, reference),
+            noise=noise, rounds=used, confidence=sure(pick), **extra,
+        )
+
+    comparisons = {c: versus(c, reference) for c in drafting}
+    shown = {c for c in holm({c: r.p_greater for c, r in comparisons.items()}, alpha)
+             if comparisons[c].ahead(min_gain)}
+    if not shown:
+        leads = [c for c in drafting if comparisons[c].ratio >= 1.0 + min_gain]
+        tied = tuple(sorted((c for c in drafting if comparisons[c].equivalent(min_gain)),
+                            key=simplicity))
+        if not leads:
+            return decision(no_draft_pick, "baseline", tied_with=tied)
+        leader = max(leads, key=lambda c: medians[c])
+        lead = comparisons[leader]
+        return decision(no_draft_pick, "unproven", tied_with=tied, leader=leader,
+                        versus_leader=lead, needs_more=True,
+                        rounds_needed=rounds_to_show(lead.ratio - 1.0, lead.log_sd, alpha))
+    leader = max(shown, key=lambda c: medians[c])
+    equivalent = [c for c in shown if c != leader and versus(c, leader).equivalent(min_gain)]
+    # Worth more rounds only where another setup could still be better by the margin.
+    unsettled = [c for c in shown if c != leader and c not in equivalent
+                 and versus(c, leader).high > 1.0 + min_gain]
+    ordered = sorted([leader, *equivalent], key=simplicity)
+    return decision(ordered[0], "ahead", tied_with=tuple(ordered[1:]),
+                    needs_more=bool(unsettled))
 
 
 def finish_looks(rounds: int, max_rounds: int, step: int = 2) -> tuple[int, ...]:
     """The round counts after which the finish decides: ``rounds``, then every ``step`` more
     up to ``max_rounds``. Deciding at each look at ``alpha / len(looks)`` (Bonferroni) keeps
-    the chance that one comparison shows a false "ahead" at any look at most ``alpha``."""
+    the chance of a false "ahead" at any look at most ``alpha``."""
     return tuple(range(rounds, max(rounds, max_rounds) + 1, step))
 
 
@@ -97,25 +194,10 @@ def alpha_per_look(alpha: float, looks: Sequence[int]) -> float:
     return alpha / len(looks)
 
 
-def worth_more_rounds(
-    decision: Decision, rounds: Mapping[SpecConfig, Sequence[float]], *,
-    baseline: SpecConfig = BASELINE, min_gain: float = 0.02,
-) -> bool:
-    """Whether more rounds could change the decision: it kept no drafting although a drafting
-    setup leads it by at least ``min_gain`` in median, only because the lead is not yet shown
-    to be real. With 4 rounds, an 11% gain at 4% noise went unshown in 4.5-7% of simulated
-    finishes."""
-    if decision.verdict != "tie" or not rounds.get(baseline):
-        return False
-    base = float(np.median(rounds[baseline]))
-    return any(float(np.median(v)) >= (1.0 + min_gain) * base
-               for c, v in rounds.items() if c != baseline and len(v))
-
-
-def decide_without_finish(
-    best: SpecConfig, best_value: float, baseline_value: float | None
-) -> Decision:
-    return Decision(best, "unverified", best_value, baseline_value)
+def worth_more_rounds(decision: Decision) -> bool:
+    """Whether more rounds could change the decision: a drafting lead not shown yet, or a
+    pick whose lead over another shown-ahead setup is not settled."""
+    return decision.needs_more
 
 
 def deploy_argv(backend: Backend, settings: LaunchSettings, config: SpecConfig) -> list[str]:
@@ -124,6 +206,14 @@ def deploy_argv(backend: Backend, settings: LaunchSettings, config: SpecConfig) 
 
 def shell_command(argv: Sequence[str]) -> str:
     return shlex.join(argv)
+
+
+def _ratio_json(ratio: PairedRatio | None) -> dict[str, float | int | None] | None:
+    if ratio is None or not math.isfinite(ratio.ratio):
+        return None
+    return {"ratio": round(ratio.ratio, 4), "low": round(ratio.low, 4),
+            "high": round(ratio.high, 4) if math.isfinite(ratio.high) else None,
+            "p_greater": round(ratio.p_greater, 5), "rounds": ratio.rounds}
 
 
 def recommendation_json(
@@ -136,13 +226,26 @@ def recommendation_json(
         "label": decision.config.describe(),
         "verdict": decision.verdict,
         "explanation": decision.explain(),
+        "objective": "end-to-end generated tokens/s over the measurement window",
         "tokens_per_second": round(decision.tokens_per_second, 3),
         "baseline_tokens_per_second": (
             round(decision.baseline_tokens_per_second, 3)
             if decision.baseline_tokens_per_second else None
         ),
         "speedup": round(decision.speedup, 4) if decision.speedup else None,
+        "versus_server_default_no_drafting": _ratio_json(decision.versus_baseline),
+        "best_no_drafting": (decision.best_no_drafting.describe()
+                             if decision.best_no_drafting else None),
+        "versus_best_no_drafting": _ratio_json(decision.versus_best_no_drafting),
+        "confidence": (round(decision.confidence, 3)
+                       if decision.confidence is not None else None),
+        "noise": round(decision.noise, 4) if decision.noise is not None else None,
         "tied_with": [c.describe() for c in decision.tied_with],
+        "by_concurrency": [
+            {"concurrency": level, "label": other.config.describe(),
+             "params": other.config.to_params(), "verdict": other.verdict,
+             "speedup": round(other.speedup, 4) if other.speedup else None}
+            for level, other in decision.by_concurrency],
         "command": list(argv),
         "command_shell": shell_command(argv),
     }

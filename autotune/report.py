@@ -20,7 +20,7 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20) -> str:
     measured = sorted((t for t in search if t.objective is not None),
                       key=lambda t: -(t.objective or 0.0))
     failed = [t for t in search if t.state == TrialState.FAILED]
-    header = (f"{'#':>3}  {'setup':<52} {'tok/s':>7} {'vs base':>7} {'accept':>6} "
+    header = (f"{'#':>3}  {'setup':<52} {'tok/s':>7} {'decode':>7} {'vs base':>7} {'accept':>6} "
               f"{'ttft p95':>8} {'tpot p95':>8}  state")
     lines = [header, "-" * len(header)]
     for trial in measured[:limit]:
@@ -29,7 +29,8 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20) -> str:
         state = "ok" if trial.feasible else "limit: " + "; ".join(trial.violated)
         lines.append(
             f"{trial.number:>3}  {trial.config.describe():<52} {_fmt(trial.objective, '.1f'):>7} "
-            f"{ratio:>7} {_fmt(primary.get('acceptance'), '.2f'):>6} "
+            f"{_fmt(primary.get('decode_tokens_per_second'), '.1f'):>7} {ratio:>7} "
+            f"{_fmt(primary.get('acceptance'), '.2f'):>6} "
             f"{_fmt(primary.get('ttft_p95_ms')):>6}ms {_fmt(primary.get('tpot_p95_ms')):>6}ms  "
             f"{state}"
         )
@@ -41,36 +42,64 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def class_breakdown(trials: Sequence[TrialRecord], labels: dict[str, str]) -> str:
-    """Tokens/s per workload class for named setups (e.g. recommended vs baseline)."""
+def class_breakdown(trials: Sequence[TrialRecord], labels: dict[str, str],
+                    classes: Sequence[str] = ()) -> str:
+    """Tokens/s per workload class for named setups (e.g. recommended vs baseline), pooled
+    over every launch of each setup (weighted by requests), so a class that one short launch
+    did not send still shows; a class no launch sent reads "not sent"."""
     rows = []
     for title, key in labels.items():
-        trial = next((t for t in reversed(trials)
-                      if t.config.key == key and t.summary and t.phase == "finish"), None)
-        trial = trial or next((t for t in trials if t.config.key == key and t.summary), None)
-        if trial is None:
+        pooled: dict[str, list[tuple[int, float, float | None]]] = {}
+        for trial in trials:
+            if trial.config.key != key or not trial.summary or trial.disturbed:
+                continue
+            for label, values in trial.summary[0].get("by_class", {}).items():
+                pooled.setdefault(label, []).append(
+                    (int(values["requests"]), float(values["tokens_per_second"]),
+                     values.get("acceptance")))
+        if not pooled:
             continue
-        by_class = trial.summary[0].get("by_class", {})
-        cells = ", ".join(
-            f"{label} {values['tokens_per_second']:.1f} t/s"
-            + (f" (acc {values['acceptance']:.2f})" if values.get("acceptance") is not None else "")
-            for label, values in by_class.items()
-        )
-        rows.append(f"  {title:<12} {cells}")
-    return "per workload class:\n" + "\n".join(rows) if rows else ""
+        cells = []
+        for label in sorted(set(classes) | set(pooled)):
+            parts = pooled.get(label)
+            if not parts:
+                cells.append(f"{label} not sent")
+                continue
+            count = sum(n for n, _, _ in parts)
+            rate = sum(n * v for n, v, _ in parts) / count if count else 0.0
+            accepted = [(n, a) for n, _, a in parts if a is not None]
+            cell = f"{label} {rate:.1f} t/s ({count} req"
+            if accepted:
+                cell += f", acc {sum(n * a for n, a in accepted) / sum(n for n, _ in accepted):.2f}"
+            cells.append(cell + ")")
+        rows.append(f"  {title:<12} " + ", ".join(cells))
+    return "per workload class (every launch pooled):\n" + "\n".join(rows) if rows else ""
+
+
+def _ratio(entry: Any) -> str:
+    if not entry:
+        return "-"
+    high = f"{entry['high']:.2f}" if entry.get("high") is not None else "?"
+    return f"x{entry['ratio']:.2f} (x{entry['low']:.2f}..x{high})"
 
 
 def recommendation_text(recommendation: dict[str, Any]) -> str:
-    speedup = recommendation.get("speedup")
     lines = [
-        f"recommended: {recommendation['label']}",
-        f"  {recommendation['tokens_per_second']:.1f} tok/s"
-        + (f", x{speedup:.2f} over no drafting "
-           f"({recommendation['baseline_tokens_per_second']:.1f} tok/s)" if speedup else ""),
-        f"  {recommendation['explanation']}",
+        f"recommended: {recommendation['label']}  [{recommendation['verdict']}]",
+        f"  {recommendation['tokens_per_second']:.1f} tok/s end to end (median of the finish "
+        "rounds; the objective)",
     ]
+    versus_default = recommendation.get("versus_server_default_no_drafting")
+    versus_best = recommendation.get("versus_best_no_drafting")
+    if versus_default:
+        lines.append(f"  vs no drafting, server defaults: {_ratio(versus_default)} per round")
+    if versus_best and recommendation.get("best_no_drafting"):
+        lines.append(f"  vs the best no-drafting setting ({recommendation['best_no_drafting']}): "
+                     f"{_ratio(versus_best)} per round")
+    lines.append(f"  {recommendation['explanation']}")
     if recommendation.get("tied_with"):
-        lines.append("  tied within noise: " + "; ".join(recommendation["tied_with"]))
+        lines.append("  shown equivalent (within the margin), not simpler: "
+                     + "; ".join(recommendation["tied_with"]))
     if recommendation.get("simulation"):
         lines.insert(0, recommendation["simulation"])
     lines += ["", "launch command:", "  " + recommendation["command_shell"]]

@@ -3,6 +3,10 @@
 A setup is a ``SpecConfig``. Conditions are real conditions: ``p_min`` and ``drafter`` exist only
 for drafter-based methods, ``draft_max`` only where something drafts, and a quantized V cache
 forces flash attention on (llama.cpp refuses to start otherwise).
+
+The defaults are the server's own (f16 KV cache, flash attention ``auto``): the baseline is no
+drafting exactly as the server starts without our flags, never a setup we crippled by forcing a
+flag off (on a CUDA llama-server ``--flash-attn off`` stalled every first token by 1.5 s).
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_
 # "auto" is vLLM/SGLang for "the model dtype".
 UNQUANTIZED_KV = ("f32", "f16", "bf16", "auto")
 DEFAULT_KV = "f16"
+FLASH_ATTN = ("auto", "on", "off")
+DEFAULT_FLASH_ATTN = "auto"  # the server decides, as it does when no flag is given
+# How much a KV cache type loses against f16: greedy outputs change with quantized caches
+# (shared/reference/llama-server.md), and fewer bits lose more.
+_KV_LOSS = {"f32": 0, "f16": 0, "bf16": 0, "auto": 0, "q8_0": 1, "fp8": 1, "fp8_e4m3": 1,
+            "fp8_e5m2": 1, "q5_0": 2, "q5_1": 2, "q4_0": 3, "q4_1": 3, "iq4_nl": 3}
 
 
 def uses_drafter(method: str) -> bool:
@@ -37,6 +47,11 @@ def kv_is_quantized(cache_type: str) -> bool:
     return cache_type not in UNQUANTIZED_KV
 
 
+def kv_loss(cache_type: str) -> int:
+    """0 for a lossless cache, then higher for fewer bits."""
+    return _KV_LOSS.get(cache_type, 3)
+
+
 @dataclass(frozen=True, order=True)
 class SpecConfig:
     """One candidate setup. Fields that do not apply to ``method`` are ``None``."""
@@ -47,7 +62,7 @@ class SpecConfig:
     drafter: str | None = None
     cache_type_k: str = DEFAULT_KV
     cache_type_v: str = DEFAULT_KV
-    flash_attn: str = "off"
+    flash_attn: str = DEFAULT_FLASH_ATTN
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -56,6 +71,8 @@ class SpecConfig:
             raise ValueError(f"draft_max must be set exactly when a method drafts ({self})")
         if uses_drafter(self.method) != (self.drafter is not None and self.p_min is not None):
             raise ValueError(f"drafter and p_min must be set exactly for drafter methods ({self})")
+        if self.flash_attn not in FLASH_ATTN:
+            raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}")
         if kv_is_quantized(self.cache_type_v) and self.flash_attn != "on":
             raise ValueError("a quantized V cache needs flash_attn='on'")
 
@@ -82,7 +99,9 @@ class SpecConfig:
     def from_params(cls, params: Mapping[str, Any]) -> SpecConfig:
         method = str(params.get("method", NO_DRAFT))
         v_type = str(params.get("cache_type_v", DEFAULT_KV))
-        flash = "on" if kv_is_quantized(v_type) else str(params.get("flash_attn", "off"))
+        flash = str(params.get("flash_attn", DEFAULT_FLASH_ATTN))
+        if kv_is_quantized(v_type):
+            flash = "on"
         return cls(
             method=method,
             draft_max=int(params["draft_max"]) if drafts(method) else None,
@@ -103,23 +122,24 @@ class SpecConfig:
         if self.drafter is not None:
             parts.append(os.path.basename(self.drafter))
         kv = f"kv {self.cache_type_k}/{self.cache_type_v}"
-        if self.flash_attn == "on":
-            kv += " fa"
+        if self.flash_attn != DEFAULT_FLASH_ATTN:
+            kv += f" fa-{self.flash_attn}"
         return " ".join(parts) + " | " + kv
 
     def simplicity(self, drafter_bytes: Mapping[str, int] | None = None) -> tuple[float, ...]:
-        """Sort key: smaller is simpler. Among setups that tie on speed we deploy the simplest:
-        no drafter before a drafter (memory, a second model to keep in step), fewer draft tokens,
-        a smaller drafter file, no drafting at all, then the lossless default KV cache (a
-        quantized cache changes outputs, see the reference notes)."""
+        """Sort key: smaller is cheaper and safer to deploy. Among setups shown equivalent in
+        speed we deploy the one that costs and risks least: a lossless KV cache before a lossy
+        one (fewer bits lose more; outputs change), then no drafter before a drafter (memory, a
+        second model to keep in step), fewer draft tokens, a smaller drafter file, no drafting
+        at all, the server's own flash-attention choice, and a higher p-min last."""
         size = (drafter_bytes or {}).get(self.drafter or "", 0)
         return (
+            float(kv_loss(self.cache_type_k) + kv_loss(self.cache_type_v)),
             float(uses_drafter(self.method)),
             float(self.draft_max or 0),
             float(size),
             float(drafts(self.method)),
-            float(kv_is_quantized(self.cache_type_k)) + float(kv_is_quantized(self.cache_type_v)),
-            float(self.flash_attn == "on"),
+            float(self.flash_attn != DEFAULT_FLASH_ATTN),
             -(self.p_min or 0.0),
         )
 
@@ -156,14 +176,18 @@ class SearchSpace:
     drafters: tuple[str, ...] = ()
     cache_type_k: tuple[str, ...] = (DEFAULT_KV,)
     cache_type_v: tuple[str, ...] = (DEFAULT_KV,)
-    flash_attn: tuple[str, ...] = ("off",)
+    flash_attn: tuple[str, ...] = (DEFAULT_FLASH_ATTN,)
     # Setups the search always measures first, in order (the baseline is one).
     always_measure: tuple[SpecConfig, ...] = field(default=(BASELINE,))
 
     def kv_choices(self) -> Iterator[tuple[str, str, str]]:
-        """Valid (K, V, flash-attn) combinations; a quantized V forces flash attention on."""
+        """Valid (K, V, flash-attn) combinations; a quantized V forces flash attention on.
+        The server's default comes first where the space has it, so a strategy that fixes
+        one KV plane while it models drafting fixes the one users start from."""
         seen: set[tuple[str, str, str]] = set()
-        for k, v, fa in itertools.product(self.cache_type_k, self.cache_type_v, self.flash_attn):
+        combos = list(itertools.product(self.cache_type_k, self.cache_type_v, self.flash_attn))
+        combos.sort(key=lambda c: c != (DEFAULT_KV, DEFAULT_KV, DEFAULT_FLASH_ATTN))
+        for k, v, fa in combos:
             combo = (k, v, "on" if kv_is_quantized(v) else fa)
             if combo not in seen:
                 seen.add(combo)

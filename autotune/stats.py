@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-
-from collections.abc import Sequence
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from scipy import stats as scipy_stats
+
+K = TypeVar("K", bound=Hashable)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -77,3 +80,154 @@ def rounds_needed(alpha: float) -> int:
     while 1.0 / math.comb(2 * n, n) >= alpha:
         n += 1
     return n
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """A against B from interleaved rounds: each round measured both on the same prompts
+    within minutes, so the per-round ratio cancels what the machine did to that round."""
+
+    ratio: float  # geometric mean of the per-round ratios A/B
+    low: float  # one-sided lower confidence bound of the ratio
+    high: float  # one-sided upper confidence bound
+    p_greater: float  # one-sided p-value for "A is faster than B" (paired t-test on logs)
+    rounds: int  # rounds where both were measured
+    log_sd: float  # spread of the per-round log ratios
+
+    def ahead(self, min_gain: float) -> bool:
+        """Shown faster, by a gain worth having."""
+        return self.low > 1.0 and self.ratio >= 1.0 + min_gain
+
+    def equivalent(self, min_gain: float) -> bool:
+        """Shown within the practical margin both ways (two one-sided tests)."""
+        return self.low >= 1.0 / (1.0 + min_gain) and self.high <= 1.0 + min_gain
+
+    def behind(self) -> bool:
+        return self.high < 1.0
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05) -> PairedRatio:
+    """Paired analysis of aligned rounds (``nan`` or 0 where a round has no reading)."""
+    a_arr = np.asarray(a, dtype=float)
+    b_arr = np.asarray(b, dtype=float)
+    size = min(a_arr.size, b_arr.size)
+    a_arr, b_arr = a_arr[:size], b_arr[:size]
+    both = np.isfinite(a_arr) & np.isfinite(b_arr) & (a_arr > 0) & (b_arr > 0)
+    logs = np.log(a_arr[both] / b_arr[both])
+    n = int(logs.size)
+    if n == 0:
+        return PairedRatio(float("nan"), 0.0, float("inf"), 1.0, 0, float("nan"))
+    mean = float(np.mean(logs))
+    if n < 2:
+        return PairedRatio(math.exp(mean), 0.0, float("inf"), 1.0, 1, float("nan"))
+    sd = float(np.std(logs, ddof=1))
+    se = max(sd / math.sqrt(n), 1e-9)
+    crit = float(scipy_stats.t.ppf(1.0 - alpha, n - 1))
+    p_greater = float(scipy_stats.t.sf(mean / se, n - 1))
+    return PairedRatio(math.exp(mean), math.exp(mean - crit * se), math.exp(mean + crit * se),
+                       p_greater, n, sd)
+
+
+def holm(p_values: Mapping[K, float], alpha: float) -> set[K]:
+    """The hypotheses Holm's step-down procedure rejects: family-wise error at most ``alpha``
+    however many finalists are compared, with more power than Bonferroni."""
+    rejected: set[K] = set()
+    ordered = sorted(p_values.items(), key=lambda item: item[1])
+    for rank, (key, p_value) in enumerate(ordered):
+        if p_value > alpha / (len(ordered) - rank):
+            break
+        rejected.add(key)
+    return rejected
+
+
+def round_matrix(rounds: Sequence[Sequence[float]]) -> np.ndarray:
+    """Rounds x setups, ``nan`` where a setup has no reading for a round."""
+    width = max((len(r) for r in rounds), default=0)
+    matrix = np.full((width, len(rounds)), np.nan)
+    for column, readings in enumerate(rounds):
+        values = np.asarray(readings, dtype=float)
+        values[~(values > 0)] = np.nan
+        matrix[: values.size, column] = values
+    return matrix
+
+
+def reading_noise(matrix: np.ndarray) -> float | None:
+    """Relative spread of one reading (pooled within-setup standard deviation of the log
+    readings): what the machine's noise is, in the units users think in."""
+    logs = np.log(matrix)
+    deviations = []
+    dof = 0
+    for column in logs.T:
+        values = column[np.isfinite(column)]
+        if values.size >= 2:
+            deviations.append(float(np.sum((values - values.mean()) ** 2)))
+            dof += values.size - 1
+    if dof == 0:
+        return None
+    return math.exp(math.sqrt(sum(deviations) / dof)) - 1.0
+
+
+def probability_within(matrix: np.ndarray, pick: int, min_gain: float, *, draws: int = 2000,
+                       seed: int = 0) -> float:
+    """How sure the pick is: the share of round-resamples (rounds drawn with replacement, so
+    each round's setups stay paired) in which the pick is within ``min_gain`` of the best."""
+    logs = np.log(matrix)
+    rows = logs.shape[0]
+    if rows == 0 or not np.isfinite(logs[:, pick]).any():
+        return 0.0
+    rng = np.random.default_rng(seed)
+    margin = math.log1p(min_gain)
+    sample = logs[rng.integers(0, rows, (draws, rows))]  # draws x rounds x setups
+    with warnings.catch_warnings():  # a resample may hold no reading of a setup: nan, skipped
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(sample, axis=1)
+        best = np.nanmax(means, axis=1)
+    valid = np.isfinite(means[:, pick])
+    if not valid.any():
+        return 0.0
+    return float(np.mean(means[valid, pick] >= best[valid] - margin))
+
+
+def rounds_to_show(gain: float, log_sd: float, alpha: float) -> int | None:
+    """About how many paired rounds would show a lead of ``gain`` at this spread; ``None`` if
+    there is no lead to show."""
+    if gain <= 0 or not math.isfinite(log_sd):
+        return None
+    effect = math.log1p(gain)
+    for n in range(2, 1000):
+        if float(scipy_stats.t.ppf(1.0 - alpha, n - 1)) * log_sd / math.sqrt(n) < effect:
+            return n
+    return None
+
+
+# A reading this far below its setup's median, in pooled robust standard deviations (and at
+# least 20% below it), was taken while something else held the machine.
+OUTLIER_SCALES = 4.0
+OUTLIER_FLOOR = math.log(1.2)
+
+
+def disturbed_readings(matrix: np.ndarray, outside: np.ndarray | None = None,
+                       outside_limit: float = 0.25) -> np.ndarray:
+    """Readings (rounds x setups) taken while outside load held the machine (``outside``,
+    shares of the machine), or far below their setup's own median. Only drops count:
+    interference slows a server, it never speeds one up."""
+    logs = np.log(matrix)
+    flagged = np.zeros(matrix.shape, dtype=bool)
+    if outside is not None:
+        flagged |= np.nan_to_num(outside, nan=0.0) >= outside_limit
+    if logs.shape[0] >= 3:
+        with np.errstate(all="ignore"):
+            deviation = logs - np.nanmedian(logs, axis=0)
+        pooled = deviation[np.isfinite(deviation)]
+        if pooled.size:
+            scale = 1.4826 * float(np.median(np.abs(pooled)))
+            cut = -max(OUTLIER_SCALES * scale, OUTLIER_FLOOR)
+            flagged |= np.nan_to_num(deviation, nan=0.0) < cut
+    return flagged
+
+
+def disturbed_rounds(matrix: np.ndarray, outside: np.ndarray | None = None,
+                     outside_limit: float = 0.25) -> list[int]:
+    """Rounds with at least one disturbed reading: measured again while the budget lasts."""
+    flagged = disturbed_readings(matrix, outside, outside_limit)
+    return [int(r) for r in np.where(flagged.any(axis=1))[0]]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from autotune.backends import get_backend
 from autotune.config import TuneSpec
@@ -15,19 +14,22 @@ from autotune.errors import SpecError
 from autotune.controller import Echo, Tuner, open_study, run_search
 from autotune.embedded import simulated_preset
 from autotune.finish import run_finish
+from autotune.feasibility import limit_excess, setup_feasible
 from autotune.recommend import (
     DEFAULT_DEPLOY_PORT,
     Decision,
     alpha_per_look,
     decide,
-    decide_without_finish,
     deploy_argv,
     finish_looks,
     recommendation_json,
     worth_more_rounds,
 )
-from autotune.space import BASELINE, SpecConfig
-from autotune.stats import rounds_needed
+from autotune.space import BASELINE, SpecConfig, drafts
+
+# Below this many paired rounds the t-test's critical value is so large (31.8 at one degree of
+# freedom and alpha 0.01) that only huge gains can be shown.
+MIN_PAIRED_ROUNDS = 4
 from autotune.store import repository as repo
 from autotune.store.repository import StudyRecord, TrialRecord
 from autotune.store.session import Store
@@ -42,14 +44,40 @@ class TuneOutcome:
     recommendation: dict[str, Any]
 
 
-def best_configs(trials: list[TrialRecord], count: int) -> list[tuple[SpecConfig, float]]:
-    """The ``count`` best feasible setups by mean tokens/s over their search trials."""
-    values: dict[SpecConfig, list[float]] = defaultdict(list)
+def _by_setup(trials: list[TrialRecord]) -> dict[SpecConfig, list[TrialRecord]]:
+    grouped: dict[SpecConfig, list[TrialRecord]] = defaultdict(list)
     for trial in trials:
-        if trial.feasible and trial.objective is not None:
-            values[trial.config].append(trial.objective)
-    ranked = sorted(((c, float(np.mean(v))) for c, v in values.items()), key=lambda x: -x[1])
+        if trial.objective is not None:
+            grouped[trial.config].append(trial)
+    return grouped
+
+
+def best_configs(trials: list[TrialRecord], count: int,
+                 keep: Callable[[SpecConfig], bool] = lambda c: True,
+                 ) -> list[tuple[SpecConfig, float]]:
+    """The ``count`` best setups that meet the limits (the shared rule over their launches),
+    by effort-weighted mean tokens/s."""
+    ranked = []
+    for config, group in _by_setup(trials).items():
+        if keep(config) and setup_feasible([bool(t.feasible) for t in group]):
+            weight = sum(t.effort for t in group)
+            ranked.append((config, sum(t.effort * (t.objective or 0.0) for t in group) / weight))
+    ranked.sort(key=lambda item: -item[1])
     return ranked[:count]
+
+
+def least_bad(trials: list[TrialRecord], spec: TuneSpec) -> Decision:
+    """When nothing meets the limits: the setup that breaks them least, and what it breaks."""
+    grouped = _by_setup(trials)
+    if not grouped:
+        raise SpecError("no setup could be measured at all (every launch failed); see the "
+                        "FAILED lines above and the server logs")
+    config = min(grouped, key=lambda c: (min(limit_excess(t.summary, spec.limits)
+                                             for t in grouped[c]), -max(t.objective or 0.0
+                                                                        for t in grouped[c])))
+    trial = min(grouped[config], key=lambda t: limit_excess(t.summary, spec.limits))
+    return Decision(config, "none-feasible", float(trial.objective or 0.0),
+                    note="it breaks " + "; ".join(trial.violated))
 
 
 def drafter_sizes(spec: TuneSpec) -> dict[str, int]:
@@ -60,58 +88,30 @@ def drafter_sizes(spec: TuneSpec) -> dict[str, int]:
     return sizes
 
 
+def choose_finalists(trials: list[TrialRecord], pick: SpecConfig | None,
+                     count: int) -> list[SpecConfig]:
+    """The strategy's pick and the best drafting setups, the baseline (no drafting, the
+    server's defaults), and the best no-drafting setting when it is another one: every
+    speedup is reported against both."""
+    drafting = [c for c, _ in best_configs(trials, count + 1, keep=lambda c: drafts(c.method))]
+    feasible_pick = pick is not None and any(c == pick for c, _ in best_configs(trials, 10**6))
+    if pick is not None and feasible_pick and drafts(pick.method) and pick not in drafting:
+        drafting.insert(0, pick)
+    finalists = drafting[:count] + [BASELINE]
+    plain = [c for c, _ in best_configs(trials, 1, keep=lambda c: not drafts(c.method))]
+    if plain and plain[0] != BASELINE:
+        finalists.append(plain[0])
+    return finalists
+
+
 def run_tune(
     spec: TuneSpec, store: Store, workload: Workload, *, name: str, resume: bool, echo: Echo,
     log_root: Path,
 ) -> TuneOutcome:
     study = open_study(store, spec, name, resume=resume)
     tuner = Tuner(spec, store, study, workload, log_root / name, echo)
-    budget = spec.search.trials
-    trials, pick = run_search(tuner, budget=budget)
-    sizes = drafter_sizes(spec)
-    top = best_configs(trials, spec.finish.finalists + 1)
-    if pick is not None and pick not in [c for c, _ in top]:
-        # The strategy's pick (pooled over launches) goes first; the best means follow.
-        pick_values = [t.objective for t in trials if t.config == pick and t.objective]
-        if pick_values:
-            top.insert(0, (pick, float(np.mean(pick_values))))
-    baseline_values = [t.objective for t in trials if t.config == BASELINE and t.objective]
-    baseline_value = float(np.mean(baseline_values)) if baseline_values else None
-    if not top:
-        decision = Decision(BASELINE, "tie", baseline_value or 0.0, baseline_value)
-        rounds: dict[SpecConfig, list[float]] = {}
-    elif spec.finish.finalists == 0 or spec.server.attach_url:
-        decision = decide_without_finish(top[0][0], top[0][1], baseline_value)
-        rounds = {}
-    else:
-        finalists = [c for c, _ in top if c != BASELINE][: spec.finish.finalists] + [BASELINE]
-        finish = spec.finish
-        looks = finish_looks(finish.rounds, finish.max_rounds)
-        alpha = alpha_per_look(finish.alpha, looks)
-        echo(f"finish: re-measuring {len(finalists)} setups interleaved, {finish.rounds} rounds"
-             + (f" (up to {looks[-1]} while a drafting lead is unproven)" if len(looks) > 1 else ""))
-        needed = rounds_needed(alpha)
-        if finish.rounds < needed:
-            echo(f"finish: warning: {finish.rounds} rounds can never show a winner at "
-                 f"alpha {alpha:g} (finish.alpha over {len(looks)} looks); a first look will "
-                 f"tie with no drafting (set finish.rounds >= {needed})")
-
-        def judge(measured_rounds: dict[SpecConfig, list[float]]) -> Decision:
-            return decide(measured_rounds, simplicity=lambda c: c.simplicity(sizes),
-                          min_gain=finish.min_gain, alpha=alpha)
-
-        measured = run_finish(
-            tuner, finalists, concurrent=finish.concurrent_servers, looks=looks,
-            more=lambda r: worth_more_rounds(judge(r), r, min_gain=finish.min_gain),
-        )
-        for finalist in measured:
-            if finalist.failure:
-                echo(f"finish: {finalist.config.describe()} failed: {finalist.failure}")
-        rounds = {f.config: f.rounds for f in measured if f.rounds}
-        if rounds:
-            decision = judge(rounds)
-        else:
-            decision = decide_without_finish(top[0][0], top[0][1], baseline_value)
+    trials, pick = run_search(tuner, budget=spec.search.trials)
+    decision = _decide(tuner, trials, pick)
     settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)
     argv = deploy_argv(get_backend(spec.server.kind), settings, decision.config)
     recommendation = recommendation_json(decision, argv, study=name, server_kind=spec.server.kind)
@@ -119,10 +119,70 @@ def run_tune(
     if preset is not None:
         recommendation["simulation"] = (f"SIMULATION: autotune.sim preset {preset!r}, not a "
                                         "real server; no evidence about real hardware")
-    recommendation["finish_rounds"] = {c.describe(): [round(v, 2) for v in r]
-                                       for c, r in rounds.items()}
+    finish_trials = [t for t in repo.list_trials(store, study.id, phase="finish")
+                     if not t.disturbed]
+    recommendation["finish_rounds"] = {
+        c.describe(): [round(t.objective, 2) if t.objective is not None else None for t in group]
+        for c, group in _group(finish_trials).items()}
     repo.set_study_state(store, study.id, "finished", recommendation)
     return TuneOutcome(study, repo.list_trials(store, study.id), decision, recommendation)
+
+
+def _group(trials: list[TrialRecord]) -> dict[SpecConfig, list[TrialRecord]]:
+    grouped: dict[SpecConfig, list[TrialRecord]] = defaultdict(list)
+    for trial in trials:
+        grouped[trial.config].append(trial)
+    return grouped
+
+
+def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) -> Decision:
+    spec, echo = tuner.spec, tuner.echo
+    if not best_configs(trials, 1):
+        echo("no measured setup met the limits; reporting the least-bad one")
+        return least_bad(trials, spec)
+    finish = spec.finish
+    finalists = choose_finalists(trials, pick, finish.finalists)
+    if finish.finalists == 0 or spec.server.attach_url:
+        config, value = best_configs(trials, 1)[0]
+        return Decision(config, "unverified", value,
+                        note="no interleaved re-measurement was run (finish.finalists = 0)")
+    looks = finish_looks(finish.rounds, finish.max_rounds)
+    alpha = alpha_per_look(finish.alpha, looks)
+    echo(f"finish: re-measuring {len(finalists)} setups interleaved, {finish.rounds} rounds"
+         + (f" (up to {looks[-1]} while the decision is unsettled)" if len(looks) > 1 else ""))
+    if finish.rounds < MIN_PAIRED_ROUNDS:
+        echo(f"finish: warning: {finish.rounds} rounds can show only very large gains; "
+             f"consider finish.rounds >= {MIN_PAIRED_ROUNDS}")
+    sizes = drafter_sizes(spec)
+
+    def judge(measured: dict[SpecConfig, list[float]]) -> Decision:
+        return decide(measured, simplicity=lambda c: c.simplicity(sizes),
+                      min_gain=finish.min_gain, alpha=alpha)
+
+    def more(measured: dict[SpecConfig, list[float]]) -> bool:
+        return bool(measured) and worth_more_rounds(judge(measured))
+
+    result = run_finish(tuner, finalists, looks=looks, more=more)
+    notes = [f"{f.config.describe()} failed twice in the finish and was dropped"
+             for f in result.finalists if f.failure]
+    notes += [f"{f.config.describe()} broke a limit in the finish and was left out"
+              for f in result.finalists if f.measured and not f.meets_limits]
+    if result.disturbed:
+        notes.append(f"{result.disturbed} disturbed round(s) measured again")
+    feasible = result.rounds(feasible_only=True)
+    if not feasible:
+        echo("finish: no finalist met the limits; reporting the least-bad one")
+        return least_bad([t for f in result.finalists for t in f.trials if t is not None], spec)
+    decision = judge(feasible)
+    if not any(not drafts(c.method) for c in feasible):
+        notes.append("no drafting broke the limits or failed in the finish")
+    levels = spec.workload.concurrency
+    by_level = tuple((level, judge(result.rounds(feasible_only=True, level=index)))
+                     for index, level in enumerate(levels[1:], start=1))
+    for level, at_level in by_level:
+        notes.append(f"at concurrency {level}: {at_level.config.describe()} ({at_level.verdict}"
+                     + (f", x{at_level.speedup:.2f}" if at_level.speedup else "") + ")")
+    return Decision(**{**decision.__dict__, "note": "; ".join(notes), "by_concurrency": by_level})
 
 
 @dataclass(frozen=True)
@@ -135,6 +195,10 @@ class VerifyOutcome:
     def agrees(self) -> bool:
         return self.decision.config == self.recommended
 
+    @property
+    def inconclusive(self) -> bool:
+        return self.decision.verdict in ("unproven", "unverified")
+
 
 def run_verify(
     spec: TuneSpec, store: Store, workload: Workload, *, name: str, rounds: int, echo: Echo,
@@ -146,18 +210,23 @@ def run_verify(
     if study is None or not study.recommendation:
         raise SpecError(f"study {name!r} has no recommendation in {store.url}; run tune first")
     recommended = SpecConfig.from_params(study.recommendation["params"])
-    if recommended != BASELINE:
+    if drafts(recommended.method):
         challenger = BASELINE
     else:
         search = [t for t in repo.list_trials(store, study.id, phase="search")]
-        others = [c for c, _ in best_configs(search, 2) if c != BASELINE]
+        others = [c for c, _ in best_configs(search, 1, keep=lambda c: drafts(c.method))]
         if not others:
             raise SpecError(f"study {name!r} measured nothing but no drafting; nothing to verify")
         challenger = others[0]
+    if rounds < MIN_PAIRED_ROUNDS:
+        echo(f"verify: warning: {rounds} rounds can show only very large differences; an "
+             f"inconclusive answer is likely (consider --rounds {MIN_PAIRED_ROUNDS} or more)")
     tuner = Tuner(spec, store, study, workload, log_root / name, echo)
-    measured = run_finish(tuner, [recommended, challenger], phase="verify", looks=(rounds,))
-    runs = {f.config: f.rounds for f in measured if f.rounds}
+    result = run_finish(tuner, [recommended, challenger], phase="verify", looks=(rounds,))
     sizes = drafter_sizes(spec)
-    decision = decide(runs, simplicity=lambda c: c.simplicity(sizes),
+    measured = result.rounds(feasible_only=True)
+    if not measured:
+        raise SpecError("verify: neither setup could be measured within the limits")
+    decision = decide(measured, simplicity=lambda c: c.simplicity(sizes),
                       min_gain=spec.finish.min_gain, alpha=spec.finish.alpha)
     return VerifyOutcome(recommended, challenger, decision)

@@ -12,7 +12,7 @@ One JSON object a line::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,15 +43,67 @@ class Workload:
     def labels(self) -> list[str]:
         return sorted({p.label for p in self.prompts})
 
-    def schedule(self, count: int) -> list[Prompt]:
-        """``count`` prompts, the same for every trial so trials are compared on the same
-        requests: heavier prompts first, each prompt once before any repeats.
+    @property
+    def class_weights(self) -> dict[str, float]:
+        """Each class's share of the traffic: the sum of its prompts' weights."""
+        weights: dict[str, float] = {}
+        for prompt in self.prompts:
+            weights[prompt.label] = weights.get(prompt.label, 0.0) + prompt.weight
+        return weights
 
-        Repeats are avoided on purpose: n-gram and draft caches remember earlier outputs of
-        the same server, so a repeated prompt is answered from memory and inflates exactly
-        the setups that keep such caches (llama.cpp issue #26100)."""
-        ordered = sorted(self.prompts, key=lambda p: (-p.weight, p.index))
-        return [ordered[i % len(ordered)] for i in range(count)]
+    def _stream(self) -> Iterator[Prompt]:
+        """Every prompt in turn, classes interleaved in proportion to their weights and the
+        prompts of a class in proportion to theirs (smooth weighted round-robin, as nginx
+        balances upstreams): any stretch of it is a stratified sample of the workload."""
+        by_class: dict[str, list[Prompt]] = {}
+        for prompt in self.prompts:
+            by_class.setdefault(prompt.label, []).append(prompt)
+        classes = sorted(by_class)
+        class_weights = self.class_weights
+        class_credit = dict.fromkeys(classes, 0.0)
+        prompt_credit = {p.index: 0.0 for p in self.prompts}
+        total = sum(class_weights.values())
+        while True:
+            for label in classes:
+                class_credit[label] += class_weights[label]
+            label = max(classes, key=lambda c: (class_credit[c], -classes.index(c)))
+            class_credit[label] -= total
+            members = by_class[label]
+            for member in members:
+                prompt_credit[member.index] += member.weight
+            chosen = max(members, key=lambda m: (prompt_credit[m.index], -m.index))
+            prompt_credit[chosen.index] -= class_weights[label]
+            yield chosen
+
+    def schedule(self, count: int, rotation: int = 0) -> list[Prompt]:
+        """``count`` prompts for one server launch (or one finish round): a stratified stretch
+        of the workload, the ``rotation``-th of its kind, so successive launches and rounds
+        cover every class in proportion to its weight and every prompt in turn. Setups measured
+        with the same rotation get the same prompts (the finish pairs them by round).
+
+        No prompt is sent twice to one server while unsent ones remain: n-gram and draft caches
+        remember a server's earlier outputs, so a repeat is answered from memory and inflates
+        exactly the setups that keep such caches (llama.cpp issue #26100). Only a count larger
+        than the workload repeats prompts; ``distinct_count`` lets callers avoid that."""
+        stream = self._stream()
+        for _ in range(max(0, rotation) * count):
+            next(stream)
+        chosen: list[Prompt] = []
+        used: set[int] = set()
+        distinct = len(self.prompts)
+        # Past the workload's size repeats are unavoidable; the stream keeps their mix.
+        for prompt in stream:
+            if len(chosen) >= count:
+                break
+            if prompt.index in used and len(used) < distinct:
+                continue
+            used.add(prompt.index)
+            chosen.append(prompt)
+        return chosen
+
+    @property
+    def distinct_count(self) -> int:
+        return len(self.prompts)
 
     def warmup_prompt(self) -> Prompt:
         """A neutral request that shares no text with the workload: it loads the model's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from autotune.feasibility import setup_feasible
 from autotune.space import SpecConfig
 from strategies.base import Observation
 
@@ -22,18 +23,20 @@ class Ledger:
         rows = self.by_key[key]
         rows.append(observation)
         self.configs[key] = observation.config
-        if any(r.failed or not r.feasible for r in rows):
+        measured = [r for r in rows if not r.failed]
+        if not measured or not setup_feasible([r.feasible for r in measured]):
             self._values[key] = None
         else:
-            weight = sum(r.effort for r in rows)
+            weight = sum(r.effort for r in measured)
             self._values[key] = sum(r.effort * float(r.tokens_per_second or 0.0)
-                                    for r in rows) / weight
+                                    for r in measured) / weight
 
     def seen(self, config: SpecConfig) -> bool:
         return config.key in self.by_key
 
     def value(self, key: str) -> float | None:
-        """Effort-weighted mean tokens/s of a setup; ``None`` if it failed or broke a limit."""
+        """Effort-weighted mean tokens/s of a setup's launches that answered; ``None`` if none
+        did or it breaks a limit by the shared rule (``autotune.feasibility``)."""
         return self._values.get(key)
 
     def best(self) -> tuple[SpecConfig, float] | None:

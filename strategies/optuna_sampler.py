@@ -198,6 +198,10 @@ class OptunaStrategy:
 
     def _add_finished(self, observation: Observation) -> None:
         config = observation.config
+        if not self._space.contains(config):
+            # The baseline runs at the server's defaults, which the searched axes may leave
+            # out (flash_attn = ["off", "on"]); the ledger keeps it, the sampler cannot.
+            return
         if observation.failed:
             state, values = TrialState.FAIL, None
         else:

@@ -5,6 +5,7 @@ without them."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +16,30 @@ import pytest
 import tomli_w
 
 
+TEST_MARK = "AUTOTUNE_TEST_RUN"
+
+
+@pytest.fixture(autouse=True)
+def mark_started_processes(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Every process a test starts inherits a mark naming the test, so leftover checks look
+    only at what this test started: the machine is shared, and another program's llama-server
+    is none of our business."""
+    monkeypatch.setenv(TEST_MARK, f"{os.getpid()}:{request.node.nodeid}")
+
+
 def server_processes() -> list[psutil.Process]:
+    """llama-server processes this test started (by the inherited mark), alive or zombie."""
+    mark = os.environ.get(TEST_MARK)
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if cmd and Path(cmd[0]).name == "llama-server":
-            found.append(proc)
+        if not cmd or Path(cmd[0]).name != "llama-server":
+            continue
+        try:
+            if proc.environ().get(TEST_MARK) == mark:
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
     return found
 
 

@@ -127,7 +127,7 @@ def test_study_end_to_end(write_spec: Callable[..., Path], tmp_path: Path, free_
     out = tmp_path / "rec.json"
     code, stdout, stderr = run_cli("tune", str(spec), "--json", str(out))
     assert code == 0, stderr
-    assert "launch command:" in stdout and "per workload class:" in stdout
+    assert "launch command:" in stdout and "per workload class" in stdout
     recommendation = json.loads(out.read_text())
     assert recommendation["baseline_tokens_per_second"] > 0
 
@@ -137,7 +137,7 @@ def test_study_end_to_end(write_spec: Callable[..., Path], tmp_path: Path, free_
     measured = db.execute("select count(*) from autotune_samples where warmup=0").fetchone()[0]
     assert measured >= 3 * 2
     finish = db.execute("select count(*) from autotune_trials where phase='finish'").fetchone()[0]
-    assert finish == 2  # one finalist + the baseline
+    assert finish == 4  # one finalist + the baseline, two rounds, one launch each
 
     # The printed command, run as printed, starts a server that answers /health.
     argv = shlex.split(recommendation["command_shell"])
@@ -159,7 +159,7 @@ def test_study_end_to_end(write_spec: Callable[..., Path], tmp_path: Path, free_
         server.wait(timeout=10)
 
     code, stdout, _ = run_cli("verify", str(spec), "--rounds", "2")
-    assert "re-measured winner:" in stdout and code in (0, 1)
+    assert "re-measured winner:" in stdout and code in (0, 1, 3)
     code, stdout, _ = run_cli("show", "--store", str(tmp_path / "results.db"))
     assert code == 0 and "recommended:" in stdout
 

@@ -68,6 +68,23 @@ def test_accepts_observations_it_never_asked_for(name: str) -> None:
     assert ask is None or SPACE.contains(ask.config)
 
 
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_a_baseline_outside_the_searched_axes_is_accepted(name: str) -> None:
+    # The baseline runs at the server's defaults (flash attention auto); a space that forces
+    # flash attention on or off does not contain it, and every strategy must still take it.
+    forced = SearchSpace(methods=("none", "ngram-mod"), draft_max=IntRange(1, 4),
+                         flash_attn=("off", "on"))
+    assert not forced.contains(BASELINE)
+    strategy = create_strategy(name, forced, seed=0, budget=6)
+    strategy.tell(Observation(BASELINE, 45.0, True))
+    for _ in range(4):
+        ask = strategy.ask()
+        if ask is None:
+            break
+        assert forced.contains(ask.config)
+        strategy.tell(Observation(ask.config, toy_speed(ask.config), True))
+
+
 # The bandit is left out on purpose: re-measuring a promising arm is its job.
 @pytest.mark.parametrize("name", [p for p in STRATEGIES if p.values[0] != "bandit"])
 def test_resume_does_not_repeat_replayed_setups(name: str) -> None:

@@ -1,5 +1,13 @@
 """Mainline llama.cpp ``llama-server``: flags and outputs verified against build 11434
-(see ``shared/reference/llama-server.md``); every draft parameter is a launch flag."""
+(see ``shared/reference/llama-server.md``); every draft parameter is a launch flag.
+
+Each drafting method reads its own length flag: ``--spec-draft-n-max`` reaches only the
+drafter methods, and every n-gram method ignores it (``ngram-mod`` reads
+``--spec-ngram-mod-n-max/-n-min``, the map methods their ``-size-m``). Rendering one flag for
+all made every "ngram-mod n=..." launch the same server (n-max 64). Flags equal to the server's
+own defaults (f16 KV cache, flash attention auto) are left out, so the baseline is the server
+exactly as it starts without us.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,17 @@ from autotune.backends.base import (
     first_error_line,
     sum_samples,
 )
-from autotune.space import KV_TYPES, METHODS, SpecConfig, drafts, uses_drafter
+import math
+
+from autotune.space import (
+    DEFAULT_FLASH_ATTN,
+    DEFAULT_KV,
+    KV_TYPES,
+    METHODS,
+    SpecConfig,
+    drafts,
+    uses_drafter,
+)
 
 _METRIC_NAMES = {
     "llamacpp:spec_decode_num_drafts_total": "drafts",
@@ -23,6 +41,18 @@ _METRIC_NAMES = {
     "llamacpp:spec_decode_num_accepted_tokens_per_pos_total": "per_position",
     "llamacpp:tokens_predicted_total": "generated_tokens",
 }
+# The flag that sets the draft length, per n-gram method (drafter methods: --spec-draft-n-max).
+NGRAM_LENGTH_FLAGS = {
+    "ngram-mod": "--spec-ngram-mod-n-max",
+    "ngram-simple": "--spec-ngram-simple-size-m",
+    "ngram-map-k": "--spec-ngram-map-k-size-m",
+    "ngram-map-k4v": "--spec-ngram-map-k4v-size-m",
+}
+# ngram-cache drafts a fixed 8 tokens from lookup-cache files: no length knob to search.
+SEARCHABLE_METHODS = tuple(m for m in METHODS if m != "ngram-cache")
+# ngram-mod drops a draft shorter than n-min; the server's own default keeps n-min at 3/4 of
+# n-max (48 of 64), and so do we at every length we search.
+NGRAM_MOD_MIN_SHARE = 0.75
 # Words llama.cpp uses on the line that explains a failed start.
 _ERROR_MARKERS = ("error", "failed", "invalid argument", "requires", "unknown", "abort")
 
@@ -38,7 +68,7 @@ def _float(value: Any) -> float | None:
 class LlamaCppBackend:
     name = "llama.cpp"
     kv_types: tuple[str, ...] = KV_TYPES
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = SEARCHABLE_METHODS
     health_path = "/health"
     chat_path = "/v1/chat/completions"
     completion_path: str | None = "/completion"
@@ -60,17 +90,30 @@ class LlamaCppBackend:
         return argv
 
     def config_argv(self, config: SpecConfig) -> list[str]:
-        argv = [
-            "--cache-type-k", config.cache_type_k,
-            "--cache-type-v", config.cache_type_v,
-            "--flash-attn", config.flash_attn,
-        ]
+        argv: list[str] = []
+        if config.cache_type_k != DEFAULT_KV:
+            argv += ["--cache-type-k", config.cache_type_k]
+        if config.cache_type_v != DEFAULT_KV:
+            argv += ["--cache-type-v", config.cache_type_v]
+        if config.flash_attn != DEFAULT_FLASH_ATTN:
+            argv += ["--flash-attn", config.flash_attn]
         if drafts(config.method):
-            argv += ["--spec-type", config.method, "--spec-draft-n-max", str(config.draft_max)]
+            argv += ["--spec-type", config.method, *self.length_argv(config)]
         if uses_drafter(config.method):
             assert config.drafter is not None and config.p_min is not None
             argv += ["--spec-draft-model", config.drafter, "--spec-draft-p-min", f"{config.p_min:g}"]
         return argv
+
+    @staticmethod
+    def length_argv(config: SpecConfig) -> list[str]:
+        """The flags that make ``config.draft_max`` reach the server for its method."""
+        n = int(config.draft_max or 0)
+        if config.method == "ngram-mod":
+            n_min = max(1, math.ceil(NGRAM_MOD_MIN_SHARE * n))
+            return ["--spec-ngram-mod-n-max", str(n), "--spec-ngram-mod-n-min", str(n_min)]
+        if config.method in NGRAM_LENGTH_FLAGS:
+            return [NGRAM_LENGTH_FLAGS[config.method], str(n)]
+        return ["--spec-draft-n-max", str(n)]
 
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
         return self.common_argv(launch) + self.config_argv(config) + list(launch.extra_args)

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from autotune.backends.base import LaunchSettings, ServerTimings, SpecCounters, first_error_line
-from autotune.space import SpecConfig, drafts, uses_drafter
+from autotune.space import SpecConfig, drafts, kv_is_quantized, uses_drafter
 
 _ALGORITHMS = {
     "draft-simple": "STANDALONE",
@@ -36,8 +36,9 @@ class SglangBackend:
             "--port", str(launch.port),
             "--context-length", str(launch.ctx_size),
             "--max-running-requests", str(launch.parallel),
-            "--kv-cache-dtype", config.cache_type_k,
         ]
+        if kv_is_quantized(config.cache_type_k):  # unquantized: the server's own default
+            argv += ["--kv-cache-dtype", config.cache_type_k]
         if drafts(config.method):
             assert config.draft_max is not None
             argv += [

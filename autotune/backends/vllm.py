@@ -16,7 +16,7 @@ from autotune.backends.base import (
     first_error_line,
     sum_samples,
 )
-from autotune.space import SpecConfig, drafts, uses_drafter
+from autotune.space import SpecConfig, drafts, kv_is_quantized, uses_drafter
 
 _METRIC_NAMES = {
     "vllm:spec_decode_num_drafts_total": "drafts",
@@ -49,8 +49,9 @@ class VllmBackend:
             "--port", str(launch.port),
             "--max-model-len", str(launch.ctx_size),
             "--max-num-seqs", str(launch.parallel),
-            "--kv-cache-dtype", config.cache_type_k,
         ]
+        if kv_is_quantized(config.cache_type_k):  # unquantized: the server's own default
+            argv += ["--kv-cache-dtype", config.cache_type_k]
         if drafts(config.method):
             speculative: dict[str, Any] = {
                 "method": _METHOD_NAMES[config.method],

@@ -64,13 +64,25 @@ class Landscape:
     launch_seconds: float = 30.0
     noise: float = 0.04  # lognormal sigma of one full-effort reading
     citations: tuple[str, ...] = ()
+    # Stress landscapes that break what model-based strategies assume:
+    kv_slope: dict[str, float] = field(default_factory=dict)  # verifier slope per KV cache
+    confidence_bias: float = 1.0  # the drafter reports bias * its true confidence
+    drafter_fails_above: int | None = None  # longer drafter setups fail to start (memory)
 
 
-def verifier_time(landscape: Landscape, tokens: float, batched: float | None = None) -> float:
+def fails_to_start(landscape: Landscape, config: SpecConfig) -> bool:
+    limit = landscape.drafter_fails_above
+    return (limit is not None and uses_drafter(config.method)
+            and (config.draft_max or 0) > limit)
+
+
+def verifier_time(landscape: Landscape, tokens: float, batched: float | None = None,
+                  kv_extra_slope: float = 0.0) -> float:
     """V(n)/V1 for a batch of ``tokens`` tokens verified in one pass (an expectation when
     fractional); ``batched`` is the chance that the pass verifies more than one token, which
     pays the jump (default: whether ``tokens`` > 1)."""
     slope = landscape.verifier_slope + landscape.concurrency_slope * (landscape.concurrency - 1)
+    slope += kv_extra_slope
     if batched is None:
         batched = float(tokens > 1.0)
     time = 1.0 + slope * (tokens - 1.0) + landscape.verifier_jump * batched
@@ -121,8 +133,9 @@ def drafting_profile(landscape: Landscape, config: SpecConfig) -> tuple[np.ndarr
     confidence threshold."""
     if uses_drafter(config.method):
         drafter = landscape.drafters[str(config.drafter)]
+        # An overconfident drafter passes the threshold p when its true confidence is p / bias.
         return (np.asarray(landscape.acceptance) * drafter.acceptance_scale,
-                config.p_min or 0.0, drafter.cost_ratio)
+                (config.p_min or 0.0) / landscape.confidence_bias, drafter.cost_ratio)
     return np.asarray(landscape.ngram_acceptance), 0.0, landscape.ngram_cost_ratio
 
 
@@ -130,7 +143,7 @@ def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
     """The noiseless throughput of ``config`` on ``landscape``."""
     kv = landscape.kv_speed.get(config.cache_type_k, 1.0) * landscape.kv_speed.get(
         config.cache_type_v, 1.0)
-    fa = landscape.flash_attn_speed if config.flash_attn == "on" else 1.0
+    fa = landscape.flash_attn_speed if config.flash_attn in ("on", "auto") else 1.0
     base = landscape.baseline_tokens_per_second * kv * fa
     if not drafts(config.method):
         return base
@@ -139,7 +152,9 @@ def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
     drafted, emitted = expected_step(acceptance, config.draft_max, p_min)
     passes = drafter_passes(acceptance, config.draft_max, p_min)
     any_drafted = float(position_terms(acceptance[:1], p_min)[0][0])
-    step = passes * cost + verifier_time(landscape, 1.0 + drafted, any_drafted)
+    extra = landscape.kv_slope.get(config.cache_type_k, 0.0) + landscape.kv_slope.get(
+        config.cache_type_v, 0.0)
+    step = passes * cost + verifier_time(landscape, 1.0 + drafted, any_drafted, extra)
     return base * emitted / step
 
 

@@ -1,4 +1,5 @@
-"""SIMULATION presets: six landscapes calibrated from published figures (sources beside each).
+"""SIMULATION presets: six landscapes calibrated from published figures (sources beside each),
+and two stress landscapes that break spec-model's assumptions on purpose.
 Numbers are single public reports; treat the landscapes as plausible shapes, not predictions."""
 
 from __future__ import annotations
@@ -94,5 +95,30 @@ PRESETS: dict[str, Landscape] = {
         ngram_acceptance=(0.08, 0.06, 0.05, 0.04, 0.03, 0.02, 0.02, 0.01),
         kv_speed={"f16": 1.0, "q8_0": 1.0}, launch_seconds=60.0, noise=0.04,
         citations=("gemmaclaw PR #133", "noonghunna/club-3090 #814"),
+    ),
+    # Stress landscapes (not calibrated to a report): each breaks one assumption that
+    # spec-model's physics makes, so its benchmark edge is tested where it does not hold.
+    "mismatch-kv-drafting": Landscape(
+        name="mismatch-kv-drafting",
+        description="STRESS: dc-gpu-31b-mtp where a q8_0 cache is faster alone but costs "
+                    "more per verified token (the KV effect depends on the drafting setup)",
+        baseline_tokens_per_second=21.0, verifier_slope=0.05, acceptance=MTP_31B,
+        drafters={"mtp-q8_0.gguf": DrafterModel(0.084, 1.0),
+                  "mtp-q4_k_m.gguf": DrafterModel(0.060, 0.99)},
+        kv_speed={"f16": 1.0, "q8_0": 1.04}, kv_slope={"q8_0": 0.03},
+        flash_attn_speed=1.04, launch_seconds=90.0, noise=0.03,
+        citations=("stress variant of dc-gpu-31b-mtp",),
+    ),
+    "mismatch-overconfident": Landscape(
+        name="mismatch-overconfident",
+        description="STRESS: laptop-gpu-small with drafters 1.4x overconfident (p-min passes "
+                    "weak tokens) and drafter setups above draft-max 6 failing to start",
+        baseline_tokens_per_second=38.0, verifier_slope=0.12, acceptance=MTP_31B,
+        drafters={"mtp-q8_0.gguf": DrafterModel(0.26, 1.0),
+                  "mtp-q4_k_m.gguf": DrafterModel(0.15, 0.97),
+                  "mtp-q3_k_l.gguf": DrafterModel(0.12, 0.80)},
+        kv_speed={"f16": 1.0, "q8_0": 0.99}, flash_attn_speed=1.02,
+        launch_seconds=25.0, noise=0.06, confidence_bias=1.4, drafter_fails_above=6,
+        citations=("stress variant of laptop-gpu-small",),
     ),
 }

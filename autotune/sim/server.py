@@ -31,6 +31,7 @@ import numpy as np
 from autotune.sim.model import (
     Landscape,
     drafting_profile,
+    fails_to_start,
     position_terms,
     true_tokens_per_second,
 )
@@ -331,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-fa", "--flash-attn", default="auto", choices=("on", "off", "auto"))
     parser.add_argument("--spec-type", default="none", choices=METHODS)
     parser.add_argument("--spec-draft-n-max", "--draft-max", type=int, default=16)
+    # Each n-gram method reads its own length flag, as llama-server does.
+    parser.add_argument("--spec-ngram-mod-n-max", type=int, default=64)
+    parser.add_argument("--spec-ngram-mod-n-min", type=int, default=48)
+    for name in ("simple", "map-k", "map-k4v"):
+        parser.add_argument(f"--spec-ngram-{name}-size-m", type=int, default=48)
     parser.add_argument("--spec-draft-p-min", "--draft-p-min", type=float, default=0.75)
     parser.add_argument("-md", "--spec-draft-model", "--model-draft", default=None)
     parser.add_argument("--metrics", action="store_true")
@@ -339,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace, landscape: Landscape) -> SpecConfig:
     """The setup the flags describe, or ``SystemExit(1)`` with llama-server's own words."""
-    flash = "on" if args.flash_attn == "auto" else args.flash_attn
+    flash = args.flash_attn
     if kv_is_quantized(args.cache_type_v) and flash != "on":
         _fail("quantized V cache requires flash_attn to be enabled")
     method = args.spec_type
@@ -351,12 +357,20 @@ def config_from(args: argparse.Namespace, landscape: Landscape) -> SpecConfig:
         if drafter not in landscape.drafters:
             _fail(f"failed to load draft model, '{args.spec_draft_model}' (this simulated "
                   f"landscape has: {', '.join(sorted(landscape.drafters))})")
-    return SpecConfig(
+    lengths = {"ngram-mod": args.spec_ngram_mod_n_max,
+               "ngram-simple": args.spec_ngram_simple_size_m,
+               "ngram-map-k": args.spec_ngram_map_k_size_m,
+               "ngram-map-k4v": args.spec_ngram_map_k4v_size_m}
+    config = SpecConfig(
         method,
-        args.spec_draft_n_max if drafts(method) else None,
+        lengths.get(method, args.spec_draft_n_max) if drafts(method) else None,
         args.spec_draft_p_min if uses_drafter(method) else None,
         drafter, args.cache_type_k, args.cache_type_v, flash,
     )
+    if fails_to_start(landscape, config):
+        _fail(f"failed to create the draft context for '{args.spec_draft_model}': out of "
+              f"memory at draft-max {config.draft_max} (SIMULATION)")
+    return config
 
 
 def _fail(message: str) -> None:

@@ -1,6 +1,7 @@
 """Tables: studies, their trials, and every request's measurements.
 
-Rules (as Optuna's storage states them): a finished trial is never modified; its samples are
+Rules (as Optuna's storage states them): a finished trial is never modified, except for the
+``disturbed`` flag the finish sets once the rest of its round is measured; its samples are
 written in the same transaction that finishes it, so nothing measured is lost or half-stored.
 """
 
@@ -77,6 +78,10 @@ class Trial(Base):
     server_create_time: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Finish and verify: the interleaved round this launch measured (same prompts for every
+    # finalist of a round), and whether outside load disturbed it (then it was measured again).
+    round: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    disturbed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="trials", lazy="raise")
     samples: Mapped[list[Sample]] = relationship(back_populates="trial", lazy="raise")

@@ -39,6 +39,8 @@ class TrialRecord:
     launch_seconds: float | None
     duration_s: float | None
     effort: float = 1.0
+    round: int | None = None
+    disturbed: bool = False
 
     @property
     def finished(self) -> bool:
@@ -67,6 +69,7 @@ def _trial_record(row: Trial) -> TrialRecord:
         summary=list(row.summary or []), launch_argv=list(row.launch_argv or []),
         failure_reason=row.failure_reason, server_log_excerpt=row.server_log_excerpt,
         launch_seconds=row.launch_seconds, duration_s=duration, effort=row.effort,
+        round=row.round, disturbed=bool(row.disturbed),
     )
 
 
@@ -113,7 +116,7 @@ def set_study_state(
 
 def start_trial(
     store: Store, study_id: int, *, phase: str, config: SpecConfig, launch_argv: list[str],
-    effort: float = 1.0,
+    effort: float = 1.0, round_: int | None = None,
 ) -> tuple[int, int]:
     """Record a trial as RUNNING before its server starts; returns (trial id, number)."""
     with store.session() as session:
@@ -121,7 +124,7 @@ def start_trial(
         row = Trial(
             study_id=study_id, number=0 if top is None else top + 1, phase=phase,
             state=TrialState.RUNNING, params=config.to_params(), config_key=config.key,
-            launch_argv=launch_argv, started_at=_now(), effort=effort,
+            launch_argv=launch_argv, started_at=_now(), effort=effort, round=round_,
         )
         session.add(row)
         session.flush()
@@ -164,6 +167,13 @@ def finish_trial(
         session.add_all(
             Sample(trial_id=trial_id, round=round_, **asdict(sample)) for round_, sample in samples
         )
+
+
+def mark_disturbed(store: Store, trial_ids: Sequence[int]) -> None:
+    """Flag finished finish-round trials whose round outside load disturbed."""
+    with store.session() as session:
+        for trial_id in trial_ids:
+            session.get_one(Trial, trial_id).disturbed = True
 
 
 def interrupt_running(store: Store, study_id: int) -> list[tuple[int | None, float | None]]:

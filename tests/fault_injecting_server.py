@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""FAULT-INJECTING test server: the real llama-server, except for the starts it is told to fail.
+
+It exists only to inject faults in tests; every other start runs the real server (exec, same
+pid). Configured by environment, since the tuner passes only llama-server's own flags:
+
+- ``AUTOTUNE_FAULT_REAL``: the real llama-server binary.
+- ``AUTOTUNE_FAULT_STATE``: a folder where it counts starts.
+- ``AUTOTUNE_FAULT_FAIL``: comma-separated ``KIND:N`` entries, KIND ``baseline`` (no
+  ``--spec-type``) or ``drafting``: the N-th start of that kind (from 1) exits 1 at once with an
+  error line, as a server that cannot bind or load would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    real = os.environ["AUTOTUNE_FAULT_REAL"]
+    kind = "drafting" if "--spec-type" in sys.argv[1:] else "baseline"
+    state = Path(os.environ["AUTOTUNE_FAULT_STATE"])
+    state.mkdir(parents=True, exist_ok=True)
+    counter = state / f"{kind}.starts"
+    count = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(count))
+    wanted = {entry.strip() for entry in os.environ.get("AUTOTUNE_FAULT_FAIL", "").split(",")}
+    if f"{kind}:{count}" in wanted:
+        print(f"main: error: injected start failure ({kind} start {count}; FAULT-INJECTING "
+              "test server)", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    os.execv(real, [real, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The decision on the real llama-server: knobs that reach the server, a baseline that survives
+a failed start, a finalist retried once, and outside load that does not decide the outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from autotune.backends import LaunchSettings, get_backend
+from autotune.cli import app
+from autotune.launcher import start_server, wait_healthy
+from autotune.space import SpecConfig
+from tests.conftest import server_processes
+
+pytestmark = pytest.mark.server
+runner = CliRunner()
+FAULT_SERVER = Path(__file__).with_name("fault_injecting_server.py")
+REPEAT = ("Repeat this text exactly three times, one copy per line: the quick brown fox jumps "
+          "over the lazy dog near the river bank at dawn.")
+
+
+def metrics_counters(base_url: str) -> dict[str, float]:
+    text = httpx.get(base_url + "/metrics").text
+    wanted = ("drafts", "draft_tokens", "accepted_tokens")
+    values = {}
+    for line in text.splitlines():
+        for name in wanted:
+            if line.startswith(f"llamacpp:spec_decode_num_{name}_total "):
+                values[name] = float(line.split()[-1])
+    return values
+
+
+def drafted_per_draft(binary: str, model: str, config: SpecConfig, port: int,
+                      tmp_path: Path) -> float:
+    """Start ``config`` for real, send one repetitive request, return drafted tokens per draft
+    from the server's own counters."""
+    settings = LaunchSettings(binary=binary, model=model, host="127.0.0.1", port=port,
+                              ctx_size=1024, parallel=1, threads=2)
+    argv = get_backend("llama.cpp").launch_argv(settings, config)
+    base_url = f"http://127.0.0.1:{port}"
+    server = start_server(argv, base_url=base_url, log_path=tmp_path / f"{port}.log")
+    try:
+        wait_healthy(server, health_path="/health", timeout_s=60,
+                     error_line=get_backend("llama.cpp").startup_error)
+        httpx.post(base_url + "/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": REPEAT}], "max_tokens": 96,
+            "temperature": 0})
+        counters = metrics_counters(base_url)
+    finally:
+        server.stop()
+    assert counters.get("drafts", 0) > 0, f"{config.describe()} never drafted"
+    return counters["draft_tokens"] / counters["drafts"]
+
+
+@pytest.mark.parametrize("method", ["ngram-mod", "ngram-map-k", "ngram-map-k4v", "draft-simple"])
+def test_each_methods_draft_length_reaches_the_server(method: str, real_binary: str,
+                                                      real_model: str, real_drafter: str,
+                                                      tmp_path: Path, free_port: int) -> None:
+    drafter = real_drafter if method == "draft-simple" else None
+    p_min = 0.0 if drafter else None
+    short = drafted_per_draft(real_binary, real_model, SpecConfig(method, 2, p_min, drafter),
+                              free_port, tmp_path)
+    long = drafted_per_draft(real_binary, real_model, SpecConfig(method, 8, p_min, drafter),
+                             free_port + 1, tmp_path)
+    assert short <= 2.0 + 1e-9
+    assert long > short + 1.0  # the knob moved what the server reports
+
+
+def test_p_min_reaches_the_server(real_binary: str, real_model: str, real_drafter: str,
+                                  tmp_path: Path, free_port: int) -> None:
+    # A drafter stops drafting at the first token it is less sure of than p-min.
+    eager = drafted_per_draft(real_binary, real_model,
+                              SpecConfig("draft-simple", 8, 0.0, real_drafter), free_port, tmp_path)
+    picky = drafted_per_draft(real_binary, real_model,
+                              SpecConfig("draft-simple", 8, 0.95, real_drafter), free_port + 1,
+                              tmp_path)
+    assert picky < eager
+
+
+def fault_spec(write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
+               monkeypatch: pytest.MonkeyPatch, fail: str, **sections: dict) -> Path:
+    binary = tmp_path / "fault-injecting-llama-server"
+    shutil.copy(FAULT_SERVER, binary)
+    binary.chmod(0o755)
+    monkeypatch.setenv("AUTOTUNE_FAULT_REAL", real_binary)
+    monkeypatch.setenv("AUTOTUNE_FAULT_STATE", str(tmp_path / "faults"))
+    monkeypatch.setenv("AUTOTUNE_FAULT_FAIL", fail)
+    return write_spec(server={"binary": str(binary)}, **sections)
+
+
+def test_baseline_that_fails_its_first_start_is_measured_again(
+        write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = fault_spec(write_spec, tmp_path, real_binary, monkeypatch, "baseline:1")
+    out = tmp_path / "rec.json"
+    result = runner.invoke(app, ["tune", str(spec), "--json", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "trying it once more" in result.stdout
+    recommendation = json.loads(out.read_text())
+    assert recommendation["baseline_tokens_per_second"] > 0
+    assert "no interleaved re-measurement" not in recommendation["explanation"]
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        states = [s for (s,) in db.execute(
+            "select state from autotune_trials where phase='search' and params like "
+            "'%\"method\": \"none\"%' order by number")]
+    assert states[0] == "failed" and states[1] in ("complete", "infeasible")
+    assert not server_processes()
+
+
+def test_a_finalist_that_fails_a_round_is_launched_once_more(
+        write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Search: drafting starts 1 and 2; the finish's first drafting launch is start 3.
+    spec = fault_spec(write_spec, tmp_path, real_binary, monkeypatch, "drafting:3")
+    result = runner.invoke(app, ["tune", str(spec)])
+    assert result.exit_code == 0, result.stderr
+    assert "launching it once more" in result.stdout
+    assert "dropped" not in result.stdout
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        rows = db.execute("select state, round from autotune_trials "
+                          "where phase='finish'").fetchall()
+    assert ("failed", 0) in rows
+    assert sum(state != "failed" for state, _ in rows) == 4  # 2 setups x 2 rounds, all measured
+
+
+@contextmanager
+def cpu_hog(seconds: float) -> Iterator[None]:
+    """A bounded CPU hog this test starts and stops itself: one busy process per core, each
+    ending on its own after ``seconds`` even if the test dies."""
+    loop = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def finish_started(db_path: Path) -> bool:
+    try:
+        with sqlite3.connect(db_path) as db:
+            return bool(db.execute("select count(*) from autotune_trials where phase='finish'")
+                        .fetchone()[0])
+    except sqlite3.OperationalError:
+        return False
+
+
+def test_outside_load_does_not_decide_the_outcome(write_spec: Callable[..., Path],
+                                                  tmp_path: Path, real_binary: str) -> None:
+    sections = dict(
+        space={"methods": ["none", "ngram-mod"], "draft_max": {"low": 8, "high": 8},
+               "cache_type_k": ["f16"], "cache_type_v": ["f16"]},
+        workload={"files": [str(Path(__file__).parents[1] / "examples/workloads/mixed.jsonl")],
+                  "requests": 3, "warmup_requests": 1},
+        search={"strategy": "grid", "trials": 2},
+        finish={"finalists": 1, "rounds": 4, "max_rounds": 6, "requests_per_round": 3,
+                "remeasure_rounds": 4},
+    )
+    # The tuner runs as its own process, as users run it: the hog is not one of its children.
+    def tune(name: str, *, hog_in_finish: bool = False) -> tuple[int, str, str]:
+        spec = write_spec(f"{name}.toml", store={"path": str(tmp_path / f"{name}.db")},
+                          **sections)
+        tuner = subprocess.Popen([sys.executable, "-m", "autotune.cli", "tune", str(spec),
+                                  "--json", str(tmp_path / f"{name}.json")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if hog_in_finish:  # the search is disturbed by our own noise anyway; hit the finish
+            deadline = time.monotonic() + 300
+            while not finish_started(tmp_path / f"{name}.db") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            with cpu_hog(25.0):
+                time.sleep(25.0)
+        stdout, stderr = tuner.communicate(timeout=600)
+        return tuner.returncode, stdout, stderr
+
+    code, quiet_out, stderr = tune("quiet")
+    assert code == 0, stderr
+    code, noisy_out, stderr = tune("noisy", hog_in_finish=True)
+    assert code == 0, stderr
+    quiet_rec = json.loads((tmp_path / "quiet.json").read_text())
+    noisy_rec = json.loads((tmp_path / "noisy.json").read_text())
+    same = noisy_rec["label"] == quiet_rec["label"]
+    undecided = "too noisy to decide" in noisy_rec["explanation"] and noisy_rec["noise"]
+    assert same or undecided, (quiet_out, noisy_out)
+    assert "disturbed" in noisy_out  # the hog was seen and its rounds measured again
+    assert not server_processes()

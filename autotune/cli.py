@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -13,7 +14,7 @@ import typer
 
 from autotune.config import TuneSpec, load_spec
 from autotune.errors import AutotuneError, SpecError
-from autotune.launcher import install_cleanup, stop_all
+from autotune.launcher import Terminated, install_cleanup, stop_all
 
 app = typer.Typer(
     name="autotune",
@@ -42,11 +43,12 @@ def user_errors() -> Iterator[None]:
         stop_all()
         typer.echo(f"autotune: error: {error}", err=True)
         raise typer.Exit(code=2) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         stop_all()
         typer.echo("autotune: interrupted; finished trials are stored, continue with --resume",
                    err=True)
-        raise typer.Exit(code=130) from None
+        code = 128 + stop.signum if isinstance(stop, Terminated) else 130
+        raise typer.Exit(code=code) from None
 
 
 def _load(spec_path: Path | None, overrides: dict[str, Any]) -> tuple[TuneSpec, str]:
@@ -84,13 +86,12 @@ def tune(
         from autotune.store.session import open_store
         from autotune.study import run_tune
         from autotune.workload import load_workload
-        from strategies import strategy_names
 
         spec, study_name = _load(spec_path, {"trials": trials, "strategy": strategy,
                                              "store": store, "name": name})
-        if spec.search.strategy not in strategy_names():
-            raise SpecError(f"search.strategy {spec.search.strategy!r} is not registered; "
-                            f"available: {', '.join(strategy_names())}")
+        check_strategy(spec)
+        if json_out is not None:
+            check_writable(json_out, "--json")
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
         results = open_store(spec.store.path)
@@ -115,6 +116,30 @@ def tune(
         typer.echo(recommendation_text(outcome.recommendation))
         if json_out:
             json_out.write_text(json.dumps(outcome.recommendation, indent=2) + "\n")
+
+
+def check_strategy(spec: TuneSpec) -> None:
+    """The strategy exists and can be built here (gp needs PyTorch) before any study row or
+    server launch exists: a failure later would leave a study that demands --resume."""
+    from strategies import create_strategy, strategy_names
+
+    name = spec.search.strategy
+    if name not in strategy_names():
+        raise SpecError(f"search.strategy {name!r} is not registered; "
+                        f"available: {', '.join(strategy_names())}")
+    try:
+        create_strategy(name, spec.space.to_space(), seed=spec.search.seed, budget=1)
+    except KeyError as error:
+        raise SpecError(str(error.args[0] if error.args else error)) from None
+
+
+def check_writable(path: Path, option: str) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise SpecError(f"{option} {path}: folder {folder} does not exist; create it or give "
+                        "another path")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SpecError(f"{option} {path}: not writable; give a path you can write")
 
 
 def _baseline_key() -> str:
@@ -174,7 +199,11 @@ def show(
         from autotune.store import repository as repo
         from autotune.store.session import open_store
 
-        results = open_store(store or "autotune.db")
+        location = store or "autotune.db"
+        if "://" not in location and not Path(location).is_file():
+            raise SpecError(f"no results database at {location}; run `autotune tune` first or "
+                            "pass --store PATH")
+        results = open_store(location)
         studies = repo.list_studies(results)
         chosen = [s for s in studies if study is None or s.name == study]
         if not chosen:
@@ -197,7 +226,11 @@ def check(spec_path: SpecArg = None) -> None:
     with user_errors():
         from autotune.workload import load_workload
 
+        from autotune.embedded import check_files
+
         spec, name = _load(spec_path, {})
+        check_strategy(spec)
+        check_files(spec)
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         grid = spec.space.to_space().grid()
         typer.echo(f"{name}: valid; {len(grid)} setups in the space, {len(workload.prompts)} "

@@ -6,6 +6,7 @@ how to fix it. Relative paths are resolved against the spec file's folder.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autotune.backends import get_backend
 from autotune.errors import SpecError
-from autotune.space import METHODS, FloatRange, IntRange, SearchSpace, uses_drafter
+from autotune.space import (
+    METHODS,
+    FloatRange,
+    IntRange,
+    SearchSpace,
+    kv_is_quantized,
+    uses_drafter,
+)
 
 SERVER_KINDS = ("llama.cpp", "ik_llama.cpp", "vllm", "sglang")
 
@@ -35,8 +43,6 @@ class ServerSpec(_Model):
     gpu_layers: Annotated[int, Field(ge=0)] | None = None
     extra_args: list[str] = []
     startup_timeout_s: Annotated[float, Field(gt=0)] = 180.0
-    # Attach mode: measure a server someone else runs (the sidecar); nothing is launched.
-    attach_url: str | None = None
 
 
 class IntRangeSpec(_Model):
@@ -82,6 +88,20 @@ class SpaceSpec(_Model):
         if "none" not in values:
             values = ["none", *values]  # the baseline is always measured
         return values
+
+    @model_validator(mode="after")
+    def _flash_attention_for_quantized_v(self) -> SpaceSpec:
+        # Only a searched axis may be pruned: a pinned flash_attn that excludes "on" conflicts
+        # with a quantized V cache (llama.cpp refuses to start), and silently turning it on
+        # would measure something the user did not ask for.
+        quantized = [v for v in self.cache_type_v if kv_is_quantized(v)]
+        pinned = "flash_attn" in self.model_fields_set and len(self.flash_attn) == 1
+        if quantized and pinned and self.flash_attn != ["on"]:
+            raise ValueError(
+                f"cache_type_v {quantized[0]!r} needs flash attention on, but flash_attn is "
+                f"pinned to {self.flash_attn}; add \"on\" to space.flash_attn or use an "
+                "unquantized V cache")
+        return self
 
     @model_validator(mode="after")
     def _drafters_when_needed(self) -> SpaceSpec:
@@ -186,7 +206,7 @@ class TuneSpec(_Model):
     @model_validator(mode="after")
     def _slots_cover_concurrency(self) -> TuneSpec:
         top = max(self.workload.concurrency)
-        if self.server.attach_url is None and self.server.parallel < top:
+        if self.server.parallel < top:
             raise ValueError(
                 f"server.parallel ({self.server.parallel}) is below the highest workload "
                 f"concurrency ({top}); set server.parallel = {top}"
@@ -200,11 +220,31 @@ _FIXES = {
 }
 
 
+def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The spec section a validation error points into, for naming its valid keys."""
+    model: type[BaseModel] = TuneSpec
+    for part in location:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
 def format_validation_error(source: str, error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     fix = _FIXES.get(first["type"], "")
+    if first["type"] == "extra_forbidden":
+        section = _model_at(tuple(first["loc"][:-1]))
+        known = list(section.model_fields) if section else []
+        close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
+        if close:
+            fix = f"did you mean {close[0]!r}?"
+        elif known:
+            fix = f"valid keys here: {', '.join(known)}"
     quiet = first["type"] in ("missing", "extra_forbidden") or isinstance(first["input"], dict)
     got = "" if quiet else f" (got {first['input']!r})"
     line = f"{source}: {location + ': ' if location else ''}{message}{got}"

@@ -26,7 +26,8 @@ from autotune.launcher import (
     wait_healthy,
 )
 from autotune.objective import Evaluation, evaluate
-from autotune.prober import LevelResult, probe
+from autotune.measurements import LevelResult
+from autotune.prober import probe
 from autotune.space import BASELINE, SpecConfig
 from autotune.store import repository as repo
 from autotune.store.models import TrialState
@@ -48,6 +49,24 @@ def observation_of(trial: TrialRecord) -> Observation:
         acceptance=primary.get("acceptance"),
         per_position_acceptance=tuple(primary.get("per_position_acceptance") or ()),
     )
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A healthy server of one trial."""
+
+    base_url: str
+    launch_seconds: float
+    server: ServerProcess
+
+    def death(self) -> str | None:
+        """Why the server is gone, if it exited while it was measured."""
+        code = self.server.popen.poll()
+        if code is None:
+            return None
+        lines = [line.strip() for line in tail_lines(self.server.log_path, 20) if line.strip()]
+        last = lines[-1] if lines else "no output"
+        return f"the server exited with code {code} while it was measured; its last log line: {last}"
 
 
 @dataclass
@@ -78,12 +97,9 @@ class Tuner:
         return free_port(self.spec.server.host)
 
     @contextlib.contextmanager
-    def running(self, config: SpecConfig, trial_id: int, number: int) -> Iterator[tuple[str, float]]:
-        """Start ``config``'s server for trial ``trial_id``; yield (base URL, launch seconds);
-        always stop it. Attach mode yields the given URL and launches nothing."""
-        if self.spec.server.attach_url:
-            yield self.spec.server.attach_url.rstrip("/"), 0.0
-            return
+    def running(self, config: SpecConfig, trial_id: int, number: int) -> Iterator[Launched]:
+        """Start ``config``'s server for trial ``trial_id``, wait for health, yield it; always
+        stop it."""
         port = self._port()
         argv = self.backend.launch_argv(self.launch_settings(port), config)
         base_url = f"http://{self.spec.server.host}:{port}"
@@ -97,7 +113,7 @@ class Tuner:
                 timeout_s=self.spec.server.startup_timeout_s,
                 error_line=self.backend.startup_error,
             )
-            yield base_url, launch_s
+            yield Launched(base_url, launch_s, server)
         finally:
             server.stop()
 
@@ -135,17 +151,21 @@ class Tuner:
                                             effort=effort, round_=round_)
         finished = False
         try:
-            with self.running(config, trial_id, number) as (base_url, launch_s):
-                levels = self.probe(base_url, requests=requests,
+            with self.running(config, trial_id, number) as launched:
+                levels = self.probe(launched.base_url, requests=requests,
                                     warmup=self.spec.workload.warmup_requests,
                                     rotation=number if rotation is None else rotation)
+                death = launched.death()
+                if death is not None:  # failed, with its reason, not "over limit: errors"
+                    raise ProbeError(death)
                 evaluation = evaluate(levels, self.spec.limits)
                 self._check_knobs(config, evaluation)
                 excerpt = "".join(tail_lines(self.log_dir / f"trial-{number:03d}.log", 20))
                 repo.finish_trial(
                     self.store, trial_id,
                     state=TrialState.COMPLETE if evaluation.feasible else TrialState.INFEASIBLE,
-                    evaluation=evaluation, launch_seconds=launch_s, server_log_excerpt=excerpt,
+                    evaluation=evaluation, launch_seconds=launched.launch_seconds,
+                    server_log_excerpt=excerpt,
                     samples=[(0, s) for level in levels for s in level.samples],
                 )
                 finished = True
@@ -184,6 +204,10 @@ def spec_fingerprint(spec: TuneSpec) -> dict[str, Any]:
 def open_study(store: Store, spec: TuneSpec, name: str, *, resume: bool) -> StudyRecord:
     existing = repo.find_study(store, name)
     fingerprint = spec_fingerprint(spec)
+    if existing is None and resume:
+        names = ", ".join(s.name for s in repo.list_studies(store)) or "none"
+        raise SpecError(f"--resume: no study {name!r} in {store.url} (studies there: {names}); "
+                        "name one of those with --name, or drop --resume to start it")
     if existing is None:
         return repo.create_study(
             store, name=name, server_kind=spec.server.kind, strategy=spec.search.strategy,
@@ -200,9 +224,15 @@ def open_study(store: Store, spec: TuneSpec, name: str, *, resume: bool) -> Stud
             f"the spec changed since study {name!r} started (section {', '.join(changed)}); "
             "resume with the same spec or start another study with --name NEW"
         )
-    for pid, create_time in repo.interrupt_running(store, existing.id):
-        reap_stale(pid, create_time)
     return existing
+
+
+def recover_interrupted(store: Store, study: StudyRecord) -> None:
+    """Mark the trials a killed tuner left running as interrupted and reap their servers.
+    Only the study's owner may do this (``autotune.lease``): a live tuner's trial in flight
+    must not be marked by a second one."""
+    for pid, create_time in repo.interrupt_running(store, study.id):
+        reap_stale(pid, create_time)
 
 
 def run_search(tuner: Tuner, *, budget: int) -> tuple[list[TrialRecord], SpecConfig | None]:
@@ -257,8 +287,8 @@ def _worth_remeasuring(trial: TrialRecord, finished: list[TrialRecord]) -> bool:
         return False
     if sum(t.config == trial.config for t in finished) > 1:
         return False
-    best = max((t.objective for t in finished if t.feasible and t.objective), default=0.0)
-    return trial.objective >= best
+    best = max((t.objective for t in finished if t.feasible and t.objective), default=None)
+    return best is not None and trial.objective >= best  # nothing feasible yet: no yardstick
 
 
 def progress_line(trial: TrialRecord, done: int, budget: int) -> str:

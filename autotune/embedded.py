@@ -64,14 +64,49 @@ def embedded_drafter(quant: str) -> str:
     return str(target)
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(value: str, what: str, key: str) -> None:
+    """A model or drafter path must be a GGUF file: caught here, before any launch, rather
+    than as a server that fails to load (or, with a fake server, a measured text file)."""
+    path = Path(value)
+    if path.is_dir():
+        raise SpecError(f"{what} {value} is a directory; set {key} to a GGUF file inside it")
+    if not path.is_file():
+        raise SpecError(f"{what} not found: {value}; set {key} to an existing GGUF file")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise SpecError(f"{what} {value} cannot be read ({error.strerror}); fix its "
+                        "permissions or set another file") from None
+    if magic != GGUF_MAGIC:
+        raise SpecError(f"{what} {value} is not a GGUF file (it starts with {magic!r}, not "
+                        f"{GGUF_MAGIC!r}); set {key} to a .gguf model")
+
+
 def _resolve_file(value: str, what: str, key: str) -> str:
     if value == MODEL_NAME:
         return embedded_model()
     if value.startswith("embedded:"):
         return embedded_drafter(value.removeprefix("embedded:"))
-    if "://" not in value and not Path(value).is_file():
-        raise SpecError(f"{what} not found: {value}; set {key} to an existing GGUF file")
+    if "://" not in value:
+        check_gguf(value, what, key)
     return value
+
+
+def check_files(spec: TuneSpec) -> None:
+    """`autotune check`: every model and drafter path the user gave (not the embedded ones,
+    which are made on first use) exists and is GGUF. Simulated servers name no files."""
+    if spec.server.binary.startswith(SIMULATED) or spec.server.kind not in (
+            "llama.cpp", "ik_llama.cpp"):
+        return
+    candidates = [(spec.server.model, "model file", "server.model")]
+    candidates += [(d, "drafter file", "space.drafters") for d in spec.space.drafters]
+    for value, what, key in candidates:
+        if not value.startswith("embedded") and "://" not in value:
+            check_gguf(value, what, key)
 
 
 SIMULATED = "simulated:"
@@ -111,15 +146,14 @@ def _resolve_simulated(spec: TuneSpec, preset: str) -> TuneSpec:
 
 def resolve_files(spec: TuneSpec) -> TuneSpec:
     """Turn ``embedded`` names into real paths and check every file exists."""
-    if spec.server.binary.startswith(SIMULATED) and spec.server.attach_url is None:
+    if spec.server.binary.startswith(SIMULATED):
         return _resolve_simulated(spec, spec.server.binary.removeprefix(SIMULATED))
     server = spec.server
-    if server.attach_url is None:
-        binary = server_binary() if server.binary == "embedded" else server.binary
-        model = server.model
-        if server.kind in ("llama.cpp", "ik_llama.cpp"):
-            model = _resolve_file(server.model, "model file", "server.model")
-        server = server.model_copy(update={"binary": binary, "model": model})
+    binary = server_binary() if server.binary == "embedded" else server.binary
+    model = server.model
+    if server.kind in ("llama.cpp", "ik_llama.cpp"):
+        model = _resolve_file(server.model, "model file", "server.model")
+    server = server.model_copy(update={"binary": binary, "model": model})
     drafters = [_resolve_file(d, "drafter file", "space.drafters") for d in spec.space.drafters]
     space = spec.space.model_copy(update={"drafters": drafters})
     return spec.model_copy(update={"server": server, "space": space})

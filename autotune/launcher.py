@@ -2,7 +2,7 @@
 
 No server outlives autotune:
 - a normal exit, an exception or Ctrl-C stops every live server (``finally`` + ``atexit``);
-- SIGTERM is turned into ``SystemExit`` so the same clean-up runs;
+- SIGTERM and SIGHUP raise ``Terminated``, which unwinds like Ctrl-C so the same clean-up runs;
 - SIGKILL of the tuner cannot run any clean-up, so on Linux each server is started with
   ``PR_SET_PDEATHSIG`` = SIGKILL: the kernel kills it when its parent dies. As a last line,
   each launch records pid + start time in the store and ``--resume`` reaps survivors.
@@ -203,8 +203,17 @@ def stop_all() -> None:
         server.stop()
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so every ``finally`` stops its server
+    and the CLI prints the same line."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(signum)
 
 
 def install_cleanup() -> None:

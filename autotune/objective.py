@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autotune.config import LimitsSpec
-from autotune.prober import LevelResult, RequestSample
+from autotune.measurements import LevelResult, RequestSample
 from autotune.stats import percentile
 
 

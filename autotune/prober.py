@@ -8,7 +8,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -16,45 +15,9 @@ from httpx_sse import aconnect_sse
 
 from autotune.backends import Backend, SpecCounters
 from autotune.errors import ProbeError
-from autotune.interference import Interference, InterferenceWindow
+from autotune.interference import InterferenceWindow
+from autotune.measurements import LevelResult, RequestSample
 from autotune.workload import Prompt, Workload
-
-
-@dataclass(frozen=True)
-class RequestSample:
-    prompt_index: int
-    label: str
-    concurrency: int
-    warmup: bool
-    started_s: float  # seconds after the level's measurement window opened
-    e2e_s: float
-    ttft_s: float | None = None
-    tpot_s: float | None = None
-    generated_tokens: int = 0
-    prompt_tokens: int | None = None
-    draft_tokens: int | None = None
-    draft_accepted: int | None = None
-    server_tokens_per_second: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass(frozen=True)
-class LevelResult:
-    """All requests sent at one concurrency level."""
-
-    concurrency: int
-    samples: tuple[RequestSample, ...]
-    window_s: float
-    counters: SpecCounters = field(default_factory=SpecCounters)
-    interference: Interference | None = None
-
-    @property
-    def measured(self) -> list[RequestSample]:
-        return [s for s in self.samples if not s.warmup]
 
 
 def _request_body(prompt: Prompt) -> dict[str, Any]:

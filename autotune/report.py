@@ -16,7 +16,8 @@ def _fmt(value: Any, spec: str = ".0f") -> str:
 
 def results_table(trials: Sequence[TrialRecord], *, limit: int = 20) -> str:
     search = [t for t in trials if t.phase == "search" and t.finished]
-    baseline = next((t.objective for t in search if t.config == BASELINE and t.objective), None)
+    anchor = next((t for t in search if t.config == BASELINE and t.objective), None)
+    baseline = anchor.objective if anchor else None
     measured = sorted((t for t in search if t.objective is not None),
                       key=lambda t: -(t.objective or 0.0))
     failed = [t for t in search if t.state == TrialState.FAILED]
@@ -36,6 +37,10 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20) -> str:
         )
     if len(measured) > limit:
         lines.append(f"     ... {len(measured) - limit} more measured setups")
+    if anchor is not None and not anchor.feasible:
+        # A hung or erroring baseline makes every ratio look like a huge win: say so.
+        lines.append("  'vs base' is against a baseline launch that broke a limit ("
+                     + "; ".join(anchor.violated) + "); read the ratios with care")
     for trial in failed:
         lines.append(f"{trial.number:>3}  {trial.config.describe():<52} FAILED: "
                      f"{trial.failure_reason}")

@@ -207,7 +207,7 @@ OUTLIER_FLOOR = math.log(1.2)
 
 
 def disturbed_readings(matrix: np.ndarray, outside: np.ndarray | None = None,
-                       outside_limit: float = 0.25) -> np.ndarray:
+                       outside_limit: float = 0.10) -> np.ndarray:
     """Readings (rounds x setups) taken while outside load held the machine (``outside``,
     shares of the machine), or far below their setup's own median. Only drops count:
     interference slows a server, it never speeds one up."""
@@ -227,7 +227,7 @@ def disturbed_readings(matrix: np.ndarray, outside: np.ndarray | None = None,
 
 
 def disturbed_rounds(matrix: np.ndarray, outside: np.ndarray | None = None,
-                     outside_limit: float = 0.25) -> list[int]:
+                     outside_limit: float = 0.10) -> list[int]:
     """Rounds with at least one disturbed reading: measured again while the budget lasts."""
     flagged = disturbed_readings(matrix, outside, outside_limit)
     return [int(r) for r in np.where(flagged.any(axis=1))[0]]

@@ -11,20 +11,19 @@ from typing import Any
 from autotune.backends import get_backend
 from autotune.config import TuneSpec
 from autotune.errors import SpecError
-from autotune.controller import Echo, Tuner, open_study, run_search
+from autotune.controller import Echo, Tuner, open_study, recover_interrupted, run_search
 from autotune.embedded import simulated_preset
 from autotune.finish import run_finish
 from autotune.feasibility import limit_excess, setup_feasible
+from autotune.lease import study_lease
 from autotune.recommend import (
-    DEFAULT_DEPLOY_PORT,
     Decision,
     alpha_per_look,
     decide,
-    deploy_argv,
     finish_looks,
-    recommendation_json,
     worth_more_rounds,
 )
+from autotune.render import DEFAULT_DEPLOY_PORT, deploy_argv, recommendation_json
 from autotune.space import BASELINE, SpecConfig, drafts
 
 # Below this many paired rounds the t-test's critical value is so large (31.8 at one degree of
@@ -109,22 +108,26 @@ def run_tune(
     log_root: Path,
 ) -> TuneOutcome:
     study = open_study(store, spec, name, resume=resume)
-    tuner = Tuner(spec, store, study, workload, log_root / name, echo)
-    trials, pick = run_search(tuner, budget=spec.search.trials)
-    decision = _decide(tuner, trials, pick)
-    settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)
-    argv = deploy_argv(get_backend(spec.server.kind), settings, decision.config)
-    recommendation = recommendation_json(decision, argv, study=name, server_kind=spec.server.kind)
-    preset = simulated_preset(spec)
-    if preset is not None:
-        recommendation["simulation"] = (f"SIMULATION: autotune.sim preset {preset!r}, not a "
-                                        "real server; no evidence about real hardware")
-    finish_trials = [t for t in repo.list_trials(store, study.id, phase="finish")
-                     if not t.disturbed]
-    recommendation["finish_rounds"] = {
-        c.describe(): [round(t.objective, 2) if t.objective is not None else None for t in group]
-        for c, group in _group(finish_trials).items()}
-    repo.set_study_state(store, study.id, "finished", recommendation)
+    with study_lease(store, study):
+        recover_interrupted(store, study)
+        tuner = Tuner(spec, store, study, workload, log_root / name, echo)
+        trials, pick = run_search(tuner, budget=spec.search.trials)
+        decision = _decide(tuner, trials, pick)
+        settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)
+        argv = deploy_argv(get_backend(spec.server.kind), settings, decision.config)
+        recommendation = recommendation_json(decision, argv, study=name,
+                                             server_kind=spec.server.kind)
+        preset = simulated_preset(spec)
+        if preset is not None:
+            recommendation["simulation"] = (f"SIMULATION: autotune.sim preset {preset!r}, not "
+                                            "a real server; no evidence about real hardware")
+        finish_trials = [t for t in repo.list_trials(store, study.id, phase="finish")
+                         if not t.disturbed]
+        recommendation["finish_rounds"] = {
+            c.describe(): [round(t.objective, 2) if t.objective is not None else None
+                           for t in group]
+            for c, group in _group(finish_trials).items()}
+        repo.set_study_state(store, study.id, "finished", recommendation)
     return TuneOutcome(study, repo.list_trials(store, study.id), decision, recommendation)
 
 
@@ -142,7 +145,7 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
         return least_bad(trials, spec)
     finish = spec.finish
     finalists = choose_finalists(trials, pick, finish.finalists)
-    if finish.finalists == 0 or spec.server.attach_url:
+    if finish.finalists == 0:
         config, value = best_configs(trials, 1)[0]
         return Decision(config, "unverified", value,
                         note="no interleaved re-measurement was run (finish.finalists = 0)")
@@ -221,8 +224,10 @@ def run_verify(
     if rounds < MIN_PAIRED_ROUNDS:
         echo(f"verify: warning: {rounds} rounds can show only very large differences; an "
              f"inconclusive answer is likely (consider --rounds {MIN_PAIRED_ROUNDS} or more)")
-    tuner = Tuner(spec, store, study, workload, log_root / name, echo)
-    result = run_finish(tuner, [recommended, challenger], phase="verify", looks=(rounds,))
+    with study_lease(store, study):
+        recover_interrupted(store, study)
+        tuner = Tuner(spec, store, study, workload, log_root / name, echo)
+        result = run_finish(tuner, [recommended, challenger], phase="verify", looks=(rounds,))
     sizes = drafter_sizes(spec)
     measured = result.rounds(feasible_only=True)
     if not measured:

@@ -166,6 +166,12 @@ def _parse_line(data: Any, source: str, line_no: int, index: int, max_tokens: in
     weight = data.get("weight", 1.0)
     if not isinstance(weight, (int, float)) or weight <= 0:
         raise _fail(source, line_no, f"'weight' must be > 0 (got {weight!r})")
+    try:  # valid JSON can still hold text no server can be sent (a lone surrogate, "\ud800")
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = repr(error.object[error.start:error.end])
+        raise _fail(source, line_no, f"text {bad} is not valid Unicode (a lone surrogate); "
+                    "fix or remove it") from None
     label = data.get("class", "default")
     if not isinstance(label, str) or not label:
         raise _fail(source, line_no, "'class' must be a non-empty string")

@@ -12,7 +12,45 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autotune.sim.model import drafter_passes, expected_step
+from scipy import stats as scipy_stats
+
+CONFIDENCE_CONCENTRATION = 4.0  # Beta(a*k, (1-a)*k): how spread drafter confidences are
+
+
+def position_terms(acceptance: np.ndarray, p_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """(P(q_i >= p), E[q_i ; q_i >= p]) per position for Beta confidences with mean a_i."""
+    k = CONFIDENCE_CONCENTRATION
+    a = np.clip(acceptance, 1e-4, 1 - 1e-4)
+    alpha, beta = a * k, (1 - a) * k
+    if p_min <= 0:
+        return np.ones_like(a), a
+    survive = scipy_stats.beta.sf(p_min, alpha, beta)
+    # E[q 1{q>=p}] = mean * P(Beta(alpha+1, beta) >= p)
+    accepted = a * scipy_stats.beta.sf(p_min, alpha + 1, beta)
+    return survive, accepted
+
+
+def expected_step(acceptance: np.ndarray, draft_max: int, p_min: float) -> tuple[float, float]:
+    """(E[drafted tokens], E[tokens emitted]) per verify step."""
+    a = acceptance[:draft_max]
+    survive, accepted = position_terms(a, p_min)
+    # Newer llama.cpp drops the low-confidence token instead of drafting it (reference §1).
+    drafted = float(np.sum(np.cumprod(survive)))
+    emitted = 1.0 + float(np.sum(np.cumprod(accepted)))
+    return drafted, emitted
+
+
+def drafter_passes(acceptance: np.ndarray, draft_max: int, p_min: float) -> float:
+    """E[drafter forward passes] per step: position i is evaluated when every earlier one
+    passed the p_min threshold, including the one that then fails it."""
+    survive, _ = position_terms(acceptance[:draft_max], p_min)
+    return 1.0 + float(np.sum(np.cumprod(survive)[:-1]))
+
+
+def unconditional_acceptance(acceptance: np.ndarray, draft_max: int, p_min: float) -> np.ndarray:
+    """r_i = P(position i accepted), what per-position counters report (accepted_i / drafts)."""
+    _, accepted = position_terms(acceptance[:draft_max], p_min)
+    return np.cumprod(accepted)
 
 
 def expected_tokens(unconditional: Sequence[float], draft_max: int) -> float:

@@ -4,12 +4,13 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autotune.sim.model import expected_step, true_tokens_per_second, verifier_time
+from autotune.sim.model import true_tokens_per_second, verifier_time
 from autotune.sim.presets import PRESETS
 from autotune.space import SpecConfig
 from strategies.acceptance import (
     acceptance_ratio,
     conditional_from_unconditional,
+    expected_step,
     expected_tokens,
     fit_step_time,
 )

@@ -18,7 +18,7 @@ def parse(data: dict) -> object:
         ({"space": {"draft_max": {"low": 5, "high": 2}}}, "swap them"),
         ({"space": {"methods": ["draft-simple"]}}, "list drafter GGUF files in space.drafters"),
         ({"space": {"methods": ["warp-drive"]}}, "unknown method 'warp-drive'"),
-        ({"sever": {}}, "sever: Extra inputs are not permitted; remove it or check its spelling"),
+        ({"sever": {}}, "sever: Extra inputs are not permitted; did you mean 'server'?"),
         ({"workload": {"concurrency": [4]}}, "set server.parallel = 4"),
         ({"server": {"kind": "vllm"}, "space": {"cache_type_k": ["q8_0"]}}, "for vllm"),
         ({"finish": {"rounds": 6, "max_rounds": 4}}, "set max_rounds >= rounds"),

@@ -90,13 +90,15 @@ def test_p_min_reaches_the_server(real_binary: str, real_model: str, real_drafte
 
 
 def fault_spec(write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
-               monkeypatch: pytest.MonkeyPatch, fail: str, **sections: dict) -> Path:
+               monkeypatch: pytest.MonkeyPatch, fail: str, die: str = "",
+               **sections: dict) -> Path:
     binary = tmp_path / "fault-injecting-llama-server"
     shutil.copy(FAULT_SERVER, binary)
     binary.chmod(0o755)
     monkeypatch.setenv("AUTOTUNE_FAULT_REAL", real_binary)
     monkeypatch.setenv("AUTOTUNE_FAULT_STATE", str(tmp_path / "faults"))
     monkeypatch.setenv("AUTOTUNE_FAULT_FAIL", fail)
+    monkeypatch.setenv("AUTOTUNE_FAULT_DIE", die)
     return write_spec(server={"binary": str(binary)}, **sections)
 
 
@@ -133,6 +135,23 @@ def test_a_finalist_that_fails_a_round_is_launched_once_more(
                           "where phase='finish'").fetchall()
     assert ("failed", 0) in rows
     assert sum(state != "failed" for state, _ in rows) == 4  # 2 setups x 2 rounds, all measured
+
+
+def test_a_server_that_dies_while_measured_is_stored_as_failed_with_its_reason(
+        write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    mixed = Path(__file__).resolve().parents[1] / "examples" / "workloads" / "mixed.jsonl"
+    spec = fault_spec(write_spec, tmp_path, real_binary, monkeypatch, fail="", die="drafting:1",
+                      workload={"files": [str(mixed)], "requests": 6, "warmup_requests": 1},
+                      finish={"finalists": 0})
+    result = runner.invoke(app, ["tune", str(spec)])
+    assert result.exit_code == 0, result.stderr
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        state, reason = db.execute(
+            "select state, failure_reason from autotune_trials where phase='search' and "
+            "params like '%ngram-mod%' order by number").fetchone()
+    assert state == "failed"
+    assert "exited with code" in reason and "injected crash" in reason
 
 
 @contextmanager
@@ -180,8 +199,8 @@ def test_outside_load_does_not_decide_the_outcome(write_spec: Callable[..., Path
             deadline = time.monotonic() + 300
             while not finish_started(tmp_path / f"{name}.db") and time.monotonic() < deadline:
                 time.sleep(0.5)
-            with cpu_hog(25.0):
-                time.sleep(25.0)
+            with cpu_hog(45.0):  # the hog slows a launch's start-up too: cover a probe
+                time.sleep(45.0)
         stdout, stderr = tuner.communicate(timeout=600)
         return tuner.returncode, stdout, stderr
 
@@ -195,4 +214,66 @@ def test_outside_load_does_not_decide_the_outcome(write_spec: Callable[..., Path
     undecided = "too noisy to decide" in noisy_rec["explanation"] and noisy_rec["noise"]
     assert same or undecided, (quiet_out, noisy_out)
     assert "disturbed" in noisy_out  # the hog was seen and its rounds measured again
+    assert not server_processes()
+
+
+def test_when_nothing_meets_the_limits_it_says_so(write_spec: Callable[..., Path],
+                                                  tmp_path: Path) -> None:
+    spec = write_spec(limits={"ttft_p95_ms": 1})
+    out = tmp_path / "rec.json"
+    result = runner.invoke(app, ["tune", str(spec), "--json", str(out)])
+    assert result.exit_code == 0, result.stderr
+    recommendation = json.loads(out.read_text())
+    assert recommendation["verdict"] == "none-feasible"
+    assert "no measured setup met the limits" in recommendation["explanation"]
+    assert "ttft_p95_ms" in recommendation["explanation"]  # names the limit it breaks
+    assert "least-bad" in result.stdout
+
+
+def test_sigterm_in_the_finish_stops_cleanly_and_says_so(write_spec: Callable[..., Path],
+                                                         tmp_path: Path) -> None:
+    spec = write_spec(finish={"finalists": 1, "rounds": 6, "max_rounds": 6,
+                              "requests_per_round": 2})
+    tuner = subprocess.Popen([sys.executable, "-m", "autotune.cli", "tune", str(spec)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not finish_started(tmp_path / "results.db") and time.monotonic() < deadline:
+        assert tuner.poll() is None
+        time.sleep(0.3)
+    time.sleep(1.0)
+    tuner.terminate()
+    _, stderr = tuner.communicate(timeout=60)
+    assert tuner.returncode == 143
+    assert "interrupted; finished trials are stored, continue with --resume" in stderr
+    assert "Traceback" not in stderr
+    assert not server_processes()
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        states = {s for (s,) in db.execute("select state from autotune_trials")}
+    assert "running" not in states  # the trial in flight is marked, nothing half-written
+
+
+def test_a_second_tuner_on_a_live_study_is_refused_and_the_first_finishes_intact(
+        write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(search={"strategy": "grid", "trials": 4})
+    command = [sys.executable, "-m", "autotune.cli", "tune", str(spec)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()[1]
+        try:
+            with sqlite3.connect(tmp_path / "results.db") as db:
+                if db.execute("select count(*) from autotune_trials").fetchone()[0] >= 1:
+                    break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.2)
+    second = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "is being tuned" in lines[0]
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        states = [s for (s,) in db.execute("select state from autotune_trials")]
+    assert "interrupted" not in states and "running" not in states
     assert not server_processes()

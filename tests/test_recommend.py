@@ -8,9 +8,9 @@ from autotune.recommend import (
     alpha_per_look,
     decide,
     finish_looks,
-    shell_command,
     worth_more_rounds,
 )
+from autotune.render import shell_command
 from autotune.space import BASELINE, SpecConfig
 
 NGRAM2 = SpecConfig("ngram-mod", 2)

@@ -144,3 +144,20 @@ def test_the_simulated_example_spec_is_valid() -> None:
     assert simulated_preset(spec) == PRESET
     assert Path(spec.server.binary).name == "autotune-sim-server"
     assert spec.server.extra_args[:2] == ["--sim-preset", PRESET]
+
+
+def test_one_recommendation_per_concurrency_level(write_spec: Callable[..., Path],
+                                                  tmp_path: Path, free_port: int) -> None:
+    spec = sim_spec(write_spec, tmp_path, free_port)
+    data = tomllib.loads(spec.read_text())
+    data["server"]["parallel"] = 2
+    data["workload"]["concurrency"] = [1, 2]
+    data["search"]["trials"] = 6
+    data["finish"].update(rounds=4, max_rounds=4)
+    spec.write_text(tomli_w.dumps(data))
+    out = tmp_path / "rec.json"
+    result = runner.invoke(app, ["tune", str(spec), "--json", str(out)])
+    assert result.exit_code == 0, result.stderr
+    recommendation = json.loads(out.read_text())
+    assert [entry["concurrency"] for entry in recommendation["by_concurrency"]] == [2]
+    assert "at concurrency 2:" in recommendation["explanation"]

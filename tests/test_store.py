@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import inspect
 
 from autotune.objective import Evaluation
-from autotune.prober import RequestSample
+from autotune.measurements import RequestSample
 from autotune.space import SpecConfig
 from autotune.store import repository as repo
 from autotune.store.models import TrialState

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from autotune.backends.base import LaunchSettings
 from autotune.backends.llama_cpp import LlamaCppBackend
-from autotune.space import DEFAULT_FLASH_ATTN, DEFAULT_KV, SpecConfig, drafts, uses_drafter
+from autotune.space import SpecConfig, drafts, uses_drafter
 
 # The fork names MTP "mtp"; its ngram and draft-model paths keep mainline's older names.
 _METHOD_NAMES = {"draft-mtp": "mtp", "draft-simple": "draft"}
@@ -16,14 +16,10 @@ class IkLlamaBackend(LlamaCppBackend):
     name = "ik_llama.cpp"
     methods: tuple[str, ...] = ("none", "draft-simple", "draft-mtp", "ngram-simple", "ngram-mod")
 
+    kv_flags: tuple[str, str, str] = ("-ctk", "-ctv", "-fa")
+
     def config_argv(self, config: SpecConfig) -> list[str]:
-        argv: list[str] = []
-        if config.cache_type_k != DEFAULT_KV:
-            argv += ["-ctk", config.cache_type_k]
-        if config.cache_type_v != DEFAULT_KV:
-            argv += ["-ctv", config.cache_type_v]
-        if config.flash_attn != DEFAULT_FLASH_ATTN:
-            argv += ["-fa", config.flash_attn]
+        argv = self.cache_argv(config)
         if drafts(config.method):
             method = _METHOD_NAMES.get(config.method, config.method)
             if method != "draft":

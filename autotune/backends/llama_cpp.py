@@ -89,14 +89,24 @@ class LlamaCppBackend:
             argv += ["--n-gpu-layers", str(launch.gpu_layers)]
         return argv
 
-    def config_argv(self, config: SpecConfig) -> list[str]:
+    # The fork keeps the short spellings; mainline's long ones are the same flags.
+    kv_flags: tuple[str, str, str] = ("--cache-type-k", "--cache-type-v", "--flash-attn")
+
+    def cache_argv(self, config: SpecConfig) -> list[str]:
+        """KV cache and flash-attention flags, only where they differ from the server's own
+        defaults."""
         argv: list[str] = []
+        k_flag, v_flag, fa_flag = self.kv_flags
         if config.cache_type_k != DEFAULT_KV:
-            argv += ["--cache-type-k", config.cache_type_k]
+            argv += [k_flag, config.cache_type_k]
         if config.cache_type_v != DEFAULT_KV:
-            argv += ["--cache-type-v", config.cache_type_v]
+            argv += [v_flag, config.cache_type_v]
         if config.flash_attn != DEFAULT_FLASH_ATTN:
-            argv += ["--flash-attn", config.flash_attn]
+            argv += [fa_flag, config.flash_attn]
+        return argv
+
+    def config_argv(self, config: SpecConfig) -> list[str]:
+        argv = self.cache_argv(config)
         if drafts(config.method):
             argv += ["--spec-type", config.method, *self.length_argv(config)]
         if uses_drafter(config.method):

@@ -15,7 +15,6 @@ from sampling the same per-position acceptance the benchmark uses.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -28,15 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from autotune.sim.model import (
-    Landscape,
-    drafting_profile,
-    fails_to_start,
-    position_terms,
-    true_tokens_per_second,
-)
+from autotune.sim.flags import build_parser, config_from
+from autotune.sim.model import Landscape, drafting_profile, true_tokens_per_second
 from autotune.sim.presets import PRESETS
-from autotune.space import KV_TYPES, METHODS, SpecConfig, drafts, kv_is_quantized, uses_drafter
+from autotune.space import SpecConfig, drafts
+from strategies.acceptance import position_terms
 
 BANNER = "SIMULATION"
 PROMPT_SPEED_FACTOR = 20.0  # prompt tokens/s relative to generation: a batched forward pass
@@ -313,73 +308,8 @@ def _chunk(text: str, *, chat: bool, finish: bool = False, message: bool = False
             "choices": [{"index": 0, **part, "finish_reason": "length" if finish else None}]}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="autotune-sim-server",
-        description=f"{BANNER} of a llama-server on a GPU-scale landscape (autotune.sim); "
-                    "never a real server.",
-    )
-    parser.add_argument("--sim-preset", required=True, choices=sorted(PRESETS))
-    parser.add_argument("--sim-speedup", type=float, default=1.0,
-                        help="divide every wait by this (measured tokens/s scale with it)")
-    parser.add_argument("--sim-seed", type=int, default=None)
-    parser.add_argument("-m", "--model", default="simulated.gguf")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("-np", "--parallel", type=int, default=1)
-    parser.add_argument("-ctk", "--cache-type-k", default="f16", choices=KV_TYPES)
-    parser.add_argument("-ctv", "--cache-type-v", default="f16", choices=KV_TYPES)
-    parser.add_argument("-fa", "--flash-attn", default="auto", choices=("on", "off", "auto"))
-    parser.add_argument("--spec-type", default="none", choices=METHODS)
-    parser.add_argument("--spec-draft-n-max", "--draft-max", type=int, default=16)
-    # Each n-gram method reads its own length flag, as llama-server does.
-    parser.add_argument("--spec-ngram-mod-n-max", type=int, default=64)
-    parser.add_argument("--spec-ngram-mod-n-min", type=int, default=48)
-    for name in ("simple", "map-k", "map-k4v"):
-        parser.add_argument(f"--spec-ngram-{name}-size-m", type=int, default=48)
-    parser.add_argument("--spec-draft-p-min", "--draft-p-min", type=float, default=0.75)
-    parser.add_argument("-md", "--spec-draft-model", "--model-draft", default=None)
-    parser.add_argument("--metrics", action="store_true")
-    return parser
-
-
-def config_from(args: argparse.Namespace, landscape: Landscape) -> SpecConfig:
-    """The setup the flags describe, or ``SystemExit(1)`` with llama-server's own words."""
-    flash = args.flash_attn
-    if kv_is_quantized(args.cache_type_v) and flash != "on":
-        _fail("quantized V cache requires flash_attn to be enabled")
-    method = args.spec_type
-    drafter = None
-    if uses_drafter(method):
-        if args.spec_draft_model is None:
-            _fail(f"speculative type '{method}' requires a draft model (--spec-draft-model)")
-        drafter = Path(args.spec_draft_model).name
-        if drafter not in landscape.drafters:
-            _fail(f"failed to load draft model, '{args.spec_draft_model}' (this simulated "
-                  f"landscape has: {', '.join(sorted(landscape.drafters))})")
-    lengths = {"ngram-mod": args.spec_ngram_mod_n_max,
-               "ngram-simple": args.spec_ngram_simple_size_m,
-               "ngram-map-k": args.spec_ngram_map_k_size_m,
-               "ngram-map-k4v": args.spec_ngram_map_k4v_size_m}
-    config = SpecConfig(
-        method,
-        lengths.get(method, args.spec_draft_n_max) if drafts(method) else None,
-        args.spec_draft_p_min if uses_drafter(method) else None,
-        drafter, args.cache_type_k, args.cache_type_v, flash,
-    )
-    if fails_to_start(landscape, config):
-        _fail(f"failed to create the draft context for '{args.spec_draft_model}': out of "
-              f"memory at draft-max {config.draft_max} (SIMULATION)")
-    return config
-
-
-def _fail(message: str) -> None:
-    print(f"main: error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(1)
-
-
 def serve(argv: Sequence[str] | None = None) -> None:
-    args, unknown = build_parser().parse_known_args(argv)
+    args, unknown = build_parser(BANNER).parse_known_args(argv)
     landscape = PRESETS[args.sim_preset]
     config = config_from(args, landscape)
     sim = SimulatedServer(landscape, config, speedup=args.sim_speedup, parallel=args.parallel,

@@ -49,6 +49,14 @@ class Study(Base):
     spec: Mapped[dict[str, object]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(20), default="running")
     recommendation: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    # The tuner that owns the study now (autotune.lease): a second tuner is refused while the
+    # owner's heartbeat is fresh and, on the same host, its process lives.
+    owner_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    owner_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner_create_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    owner_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     trials: Mapped[list[Trial]] = relationship(back_populates="study", lazy="raise")
 

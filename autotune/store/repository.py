@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from autotune.objective import Evaluation
-from autotune.prober import RequestSample
+from autotune.measurements import RequestSample
 from autotune.space import SpecConfig
 from autotune.store.models import Sample, Study, Trial, TrialState
 from autotune.store.session import Store
@@ -210,3 +210,43 @@ def trial_samples(store: Store, trial_id: int) -> list[dict[str, Any]]:
         return [
             {c.name: getattr(r, c.name) for c in Sample.__table__.columns} for r in rows
         ]
+
+
+@dataclass(frozen=True)
+class StudyOwner:
+    token: str | None
+    host: str | None
+    pid: int | None
+    create_time: float | None
+    since: datetime | None
+    heartbeat_at: datetime | None
+
+
+def study_owner(store: Store, study_id: int) -> StudyOwner:
+    with store.session() as session:
+        row = session.get_one(Study, study_id)
+        return StudyOwner(row.owner_token, row.owner_host, row.owner_pid, row.owner_create_time,
+                          row.owner_since, row.heartbeat_at)
+
+
+def swap_owner(store: Store, study_id: int, *, seen: str | None, token: str | None,
+               host: str | None = None, pid: int | None = None,
+               create_time: float | None = None) -> bool:
+    """Compare-and-swap the study's owner: succeeds only if the owner is still ``seen``, so
+    two tuners that both found a study free cannot both take it."""
+    now = _now() if token else None
+    with store.session() as session:
+        owner = Study.owner_token.is_(None) if seen is None else Study.owner_token == seen
+        result = session.execute(
+            update(Study).where(Study.id == study_id, owner).values(
+                owner_token=token, owner_host=host, owner_pid=pid, owner_create_time=create_time,
+                owner_since=now, heartbeat_at=now))
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def heartbeat(store: Store, study_id: int, token: str) -> bool:
+    """Renew the lease; ``False`` if another tuner took the study meanwhile."""
+    with store.session() as session:
+        result = session.execute(update(Study).where(
+            Study.id == study_id, Study.owner_token == token).values(heartbeat_at=_now()))
+        return bool(getattr(result, "rowcount", 0) == 1)

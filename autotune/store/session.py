@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,12 +66,38 @@ class Store:
             session.commit()
         except SQLAlchemyError as error:
             session.rollback()
-            raise StoreError(f"results database error: {error}") from error
+            raise StoreError(f"results database error: {_first_line(error)}; {_fix(error)}") from error
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+
+
+def _shown(url: str) -> str:
+    """The URL without a password: error lines end up in CI logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the configured database"
+
+
+def _first_line(error: SQLAlchemyError) -> str:
+    """The driver's own words, without SQLAlchemy's SQL echo and background link."""
+    original = getattr(error, "orig", None)
+    text = str(original if original is not None else error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _fix(error: SQLAlchemyError) -> str:
+    text = str(getattr(error, "orig", None) or error).lower()
+    if "not a database" in text:
+        return "store.path points at a file that is not an SQLite database; choose another path"
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return "the database or its folder is not writable; fix its permissions or choose another path"
+    if "locked" in text:
+        return "another process holds the database; wait for it or choose another path"
+    return "check store.path (or --store)"
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -94,5 +121,6 @@ def open_store(path: str) -> Store:
         upgrade(url)
         inspect(engine).get_table_names()
     except SQLAlchemyError as error:
-        raise StoreError(f"cannot open the results database {url}: {error}") from None
+        raise StoreError(f"cannot open the results database {_shown(url)}: "
+                         f"{_first_line(error)}; {_fix(error)}") from None
     return Store(engine, sessionmaker(engine, expire_on_commit=False), url)

@@ -14,7 +14,7 @@ import typer
 
 from autotune.config import TuneSpec, load_spec
 from autotune.errors import AutotuneError, SpecError
-from autotune.launcher import Terminated, install_cleanup, stop_all
+from autotune.launcher import Terminated, host_family, install_cleanup, stop_all
 
 app = typer.Typer(
     name="autotune",
@@ -90,6 +90,7 @@ def tune(
         spec, study_name = _load(spec_path, {"trials": trials, "strategy": strategy,
                                              "store": store, "name": name})
         check_strategy(spec)
+        host_family(spec.server.host)  # a host that does not resolve: one line, no study
         if json_out is not None:
             check_writable(json_out, "--json")
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
@@ -231,6 +232,7 @@ def check(spec_path: SpecArg = None) -> None:
         spec, name = _load(spec_path, {})
         check_strategy(spec)
         check_files(spec)
+        host_family(spec.server.host)
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         grid = spec.space.to_space().grid()
         typer.echo(f"{name}: valid; {len(grid)} setups in the space, {len(workload.prompts)} "

@@ -23,6 +23,7 @@ from autotune.launcher import (
     reap_stale,
     start_server,
     tail_lines,
+    url_host,
     wait_healthy,
 )
 from autotune.objective import Evaluation, evaluate
@@ -102,7 +103,7 @@ class Tuner:
         stop it."""
         port = self._port()
         argv = self.backend.launch_argv(self.launch_settings(port), config)
-        base_url = f"http://{self.spec.server.host}:{port}"
+        base_url = f"http://{url_host(self.spec.server.host)}:{port}"
         server: ServerProcess = start_server(
             argv, base_url=base_url, log_path=self.log_dir / f"trial-{number:03d}.log"
         )

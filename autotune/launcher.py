@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,18 +42,35 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def host_family(host: str) -> tuple[socket.AddressFamily, str]:
+    """The address family and literal address of ``host`` (IPv4, IPv6 or a name)."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise LaunchError(f"server.host {host!r} does not resolve ({error.strerror}); use an "
+                          "address such as 127.0.0.1 or ::1") from None
+    return family, str(address[0])
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL: IPv6 literals in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+    family, address = host_family(host)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
 def ensure_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family, address = host_family(host)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         # Servers bind with SO_REUSEADDR, so a port our last server left in TIME_WAIT is free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock.bind((address, port))
         except OSError:
             raise PortInUseError(
                 f"port {port} on {host} is already in use; set server.port to a free port "
@@ -85,18 +103,44 @@ def stop_tree(pid: int, *, grace_s: float = 10.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def stop_group(group: int, *, grace_s: float = 10.0, started_after: float | None = None) -> None:
+    """TERM, then KILL, every process of process group ``group`` (a server's supervisor
+    leads one), also when its leader is gone: workers of a multi-process server stay in it."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) != group or proc.pid == os.getpid():
+                continue
+            if started_after is not None and proc.create_time() < started_after - 0.5:
+                continue  # an older process in a reused group id is not ours
+            members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    for proc in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(members, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
 def reap_stale(pid: int | None, create_time: float | None) -> bool:
-    """Stop a server left by a killed tuner, if that exact process still runs."""
+    """Stop a server left by a killed tuner: its supervisor's tree if that exact process still
+    runs, and whatever is left of its process group either way."""
     if not pid or create_time is None:
         return False
+    found = False
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) > 0.5:
-            return False  # the pid was reused by something else
+        if abs(proc.create_time() - create_time) <= 0.5:  # else the pid was reused
+            stop_tree(pid, grace_s=5.0)
+            found = True
     except psutil.NoSuchProcess:
-        return False
-    stop_tree(pid, grace_s=5.0)
-    return True
+        pass
+    stop_group(pid, grace_s=5.0, started_after=create_time)
+    return found
 
 
 @dataclass
@@ -130,6 +174,7 @@ class ServerProcess:
             stop_tree(self.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
+        stop_group(self.pid, grace_s=2.0)  # anything of its group the tree walk missed
 
 
 def start_server(
@@ -140,13 +185,18 @@ def start_server(
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    binary = argv[0]
-    if os.sep in binary and not Path(binary).exists():
-        raise LaunchError(f"server binary not found: {binary}; set server.binary to its path")
+    binary = argv[0] if os.sep in argv[0] else (shutil.which(argv[0]) or argv[0])
+    if not Path(binary).is_file():
+        raise LaunchError(f"server binary not found: {argv[0]}; set server.binary to its path")
+    if not os.access(binary, os.X_OK):
+        raise LaunchError(f"server binary {binary} is not executable; chmod +x it or set "
+                          "server.binary to the right file")
+    # The supervisor leads the server's process group (see autotune.supervise).
+    command = [sys.executable, "-m", "autotune.supervise", binary, *argv[1:]]
     with log_path.open("wb") as log:
         try:
             popen = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
-                list(argv),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -55,38 +55,11 @@ async def send_one(
     concurrency: int,
     warmup: bool,
     window_start: float,
+    retry: bool = True,
 ) -> RequestSample:
     """One streamed request. A transport-level failure (a reset keep-alive connection, say)
     is tried once more on a fresh connection before it counts as an error: with the default
     ``max_error_rate = 0`` one stale socket would otherwise make a whole setup infeasible."""
-    sample = await _send_once(client, backend, base_url, prompt, concurrency=concurrency,
-                              warmup=warmup, window_start=window_start)
-    if sample.error is None or not sample.error.startswith(_TRANSPORT_ERRORS):
-        return sample
-    async with httpx.AsyncClient(timeout=client.timeout) as fresh:
-        retried = await _send_once(fresh, backend, base_url, prompt, concurrency=concurrency,
-                                   warmup=warmup, window_start=window_start)
-    if retried.error is None:
-        return retried
-    return dataclasses.replace(
-        retried, error=f"{retried.error} (retried once; first try: {sample.error})"[:300])
-
-
-# httpx's transport failures, by class name as they appear at the start of a sample's error.
-_TRANSPORT_ERRORS = ("RemoteProtocolError", "ReadError", "WriteError", "ConnectError",
-                     "LocalProtocolError")
-
-
-async def _send_once(
-    client: httpx.AsyncClient,
-    backend: Backend,
-    base_url: str,
-    prompt: Prompt,
-    *,
-    concurrency: int,
-    warmup: bool,
-    window_start: float,
-) -> RequestSample:
     if prompt.messages is None and backend.completion_path is None:
         raise ProbeError(f"{backend.name} has no raw-prompt endpoint; use 'messages' prompts")
     path = backend.chat_path if prompt.messages is not None else str(backend.completion_path)
@@ -119,8 +92,19 @@ async def _send_once(
                     usage_tokens = usage["completion_tokens"]
                     final = final or chunk
     except (httpx.HTTPError, ProbeError, json.JSONDecodeError) as error:
-        return RequestSample(**common, e2e_s=time.perf_counter() - started,  # type: ignore[arg-type]
-                             error=f"{type(error).__name__}: {error}"[:300])
+        failed = RequestSample(**common, e2e_s=time.perf_counter() - started,  # type: ignore[arg-type]
+                               error=f"{type(error).__name__}: {error}"[:300])
+        transport = isinstance(error, httpx.TransportError) and not isinstance(
+            error, httpx.TimeoutException)  # a timeout retried would only double the wait
+        if not (retry and transport):
+            return failed
+        async with httpx.AsyncClient(timeout=client.timeout) as fresh:
+            again = await send_one(fresh, backend, base_url, prompt, concurrency=concurrency,
+                                   warmup=warmup, window_start=window_start, retry=False)
+        if again.error is None:
+            return again
+        return dataclasses.replace(
+            again, error=f"{again.error} (retried once; first try: {failed.error})"[:300])
     ended = time.perf_counter()
     timings = backend.parse_timings(final) if final else None
     tokens = usage_tokens

@@ -4,10 +4,11 @@ without them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,32 @@ import tomli_w
 TEST_MARK = "AUTOTUNE_TEST_RUN"
 
 
+def marked_processes(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(TEST_MARK) == mark:
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
 @pytest.fixture(autouse=True)
-def mark_started_processes(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+def mark_started_processes(monkeypatch: pytest.MonkeyPatch,
+                           request: pytest.FixtureRequest) -> Iterator[None]:
     """Every process a test starts inherits a mark naming the test, so leftover checks look
     only at what this test started: the machine is shared, and another program's llama-server
-    is none of our business."""
-    monkeypatch.setenv(TEST_MARK, f"{os.getpid()}:{request.node.nodeid}")
+    is none of our business. After the test, whatever it left running (a tuner of a failed
+    assertion, say) is killed, so one failure cannot slow every later test."""
+    mark = f"{os.getpid()}:{request.node.nodeid}"
+    monkeypatch.setenv(TEST_MARK, mark)
+    yield
+    leftovers = marked_processes(mark)
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(leftovers, timeout=10)
 
 
 def server_processes() -> list[psutil.Process]:

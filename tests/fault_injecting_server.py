@@ -9,6 +9,8 @@ pid). Configured by environment, since the tuner passes only llama-server's own 
 - ``AUTOTUNE_FAULT_FAIL``: comma-separated ``KIND:N`` entries, KIND ``baseline`` (no
   ``--spec-type``) or ``drafting``: the N-th start of that kind (from 1) exits 1 at once with an
   error line, as a server that cannot bind or load would.
+- ``AUTOTUNE_FAULT_WORKERS``: N: every start first forks N idle worker processes that stay in
+  the server's process group, as vLLM's and SGLang's engine and tokenizer workers do.
 - ``AUTOTUNE_FAULT_DIE``: ``KIND:N`` entries: that start runs the real server, and 1.5 s after
   it answers /health kills it and exits 3 with an error line, as a server that crashes while
   it streams answers would.
@@ -24,6 +26,10 @@ import urllib.request
 from pathlib import Path
 
 
+# An idle worker that ends by itself after 10 minutes even if nothing stops it.
+WORKER = "import time; time.sleep(600)"
+
+
 def main() -> None:
     real = os.environ["AUTOTUNE_FAULT_REAL"]
     kind = "drafting" if "--spec-type" in sys.argv[1:] else "baseline"
@@ -37,6 +43,8 @@ def main() -> None:
         print(f"main: error: injected start failure ({kind} start {count}; FAULT-INJECTING "
               "test server)", file=sys.stderr, flush=True)
         raise SystemExit(1)
+    for _ in range(int(os.environ.get("AUTOTUNE_FAULT_WORKERS") or 0)):
+        subprocess.Popen([sys.executable, "-c", WORKER, "fault-injecting-worker"])
     dying = {entry.strip() for entry in os.environ.get("AUTOTUNE_FAULT_DIE", "").split(",")}
     if f"{kind}:{count}" in dying:
         die_while_serving(real, sys.argv[1:])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -22,7 +24,7 @@ from autotune.backends import LaunchSettings, get_backend
 from autotune.cli import app
 from autotune.launcher import start_server, wait_healthy
 from autotune.space import SpecConfig
-from tests.conftest import server_processes
+from tests.conftest import TEST_MARK, server_processes
 
 pytestmark = pytest.mark.server
 runner = CliRunner()
@@ -90,7 +92,7 @@ def test_p_min_reaches_the_server(real_binary: str, real_model: str, real_drafte
 
 
 def fault_spec(write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
-               monkeypatch: pytest.MonkeyPatch, fail: str, die: str = "",
+               monkeypatch: pytest.MonkeyPatch, fail: str, die: str = "", workers: str = "",
                **sections: dict) -> Path:
     binary = tmp_path / "fault-injecting-llama-server"
     shutil.copy(FAULT_SERVER, binary)
@@ -99,6 +101,7 @@ def fault_spec(write_spec: Callable[..., Path], tmp_path: Path, real_binary: str
     monkeypatch.setenv("AUTOTUNE_FAULT_STATE", str(tmp_path / "faults"))
     monkeypatch.setenv("AUTOTUNE_FAULT_FAIL", fail)
     monkeypatch.setenv("AUTOTUNE_FAULT_DIE", die)
+    monkeypatch.setenv("AUTOTUNE_FAULT_WORKERS", workers)
     return write_spec(server={"binary": str(binary)}, **sections)
 
 
@@ -277,3 +280,60 @@ def test_a_second_tuner_on_a_live_study_is_refused_and_the_first_finishes_intact
         states = [s for (s,) in db.execute("select state from autotune_trials")]
     assert "interrupted" not in states and "running" not in states
     assert not server_processes()
+
+
+@pytest.mark.parametrize("host", ["::1", "localhost"])
+def test_ipv6_and_host_names_reach_the_server(write_spec: Callable[..., Path], tmp_path: Path,
+                                              host: str) -> None:
+    spec = write_spec(server={"host": host}, search={"strategy": "grid", "trials": 2},
+                      finish={"finalists": 0})
+    out = tmp_path / "rec.json"
+    result = runner.invoke(app, ["tune", str(spec), "--json", str(out)])
+    assert result.exit_code == 0, result.stderr
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        states = [s for (s,) in db.execute("select state from autotune_trials")]
+    assert states and all(s == "complete" for s in states), states
+    assert f"--host {host}" in json.loads(out.read_text())["command_shell"]
+
+
+def test_a_host_that_does_not_resolve_is_one_line(write_spec: Callable[..., Path]) -> None:
+    spec = write_spec(server={"host": "no-such-host.invalid"})
+    result = runner.invoke(app, ["tune", str(spec)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "does not resolve" in result.stderr
+
+
+def marked_workers() -> list[psutil.Process]:
+    """Worker processes of multi-process test servers that this test started."""
+    mark = os.environ.get(TEST_MARK)
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if "fault-injecting-worker" not in (proc.info.get("cmdline") or []):
+            continue
+        try:
+            if proc.environ().get(TEST_MARK) == mark:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_no_worker_of_a_multi_process_server_outlives_a_killed_tuner(
+        write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = fault_spec(write_spec, tmp_path, real_binary, monkeypatch, fail="", workers="2")
+    tuner = subprocess.Popen([sys.executable, "-m", "autotune.cli", "tune", str(spec)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(marked_workers()) < 2 and time.monotonic() < deadline:
+        assert tuner.poll() is None
+        time.sleep(0.2)
+    assert len(marked_workers()) >= 2
+    os.kill(tuner.pid, signal.SIGKILL)
+    tuner.wait()
+    deadline = time.monotonic() + 30
+    while (marked_workers() or server_processes()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not marked_workers(), "a worker of the server outlived the killed tuner"
+    assert not server_processes(), "a llama-server outlived the killed tuner"

@@ -124,8 +124,13 @@ def paired_ratio(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05)
     se = max(sd / math.sqrt(n), 1e-9)
     crit = float(scipy_stats.t.ppf(1.0 - alpha, n - 1))
     p_greater = float(scipy_stats.t.sf(mean / se, n - 1))
-    return PairedRatio(math.exp(mean), math.exp(mean - crit * se), math.exp(mean + crit * se),
+    return PairedRatio(math.exp(mean), _exp(mean - crit * se), _exp(mean + crit * se),
                        p_greater, n, sd)
+
+
+def _exp(value: float) -> float:
+    """exp() that saturates: a tiny alpha over few rounds gives bounds beyond float range."""
+    return math.exp(value) if value < 700.0 else float("inf")
 
 
 def holm(p_values: Mapping[K, float], alpha: float) -> set[K]:

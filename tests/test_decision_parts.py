@@ -156,3 +156,8 @@ def test_no_two_setups_of_the_embedded_space_launch_the_same_server() -> None:
     backend = get_backend("llama.cpp")
     rendered = {tuple(backend.launch_argv(SETTINGS, c)) for c in grid}
     assert len(rendered) == len(grid)
+
+
+def test_bounds_saturate_instead_of_overflowing() -> None:
+    ratio = paired_ratio([80, 90], [50, 51], alpha=1e-9)
+    assert ratio.high == math.inf and ratio.low >= 0.0

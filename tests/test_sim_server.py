@@ -115,11 +115,12 @@ def test_controller_tunes_the_simulation_and_labels_it(write_spec: Callable[...,
 
 def test_finish_measures_on_while_a_lead_is_unproven(write_spec: Callable[..., Path],
                                                     tmp_path: Path, free_port: int) -> None:
-    # At alpha 0.001 two paired rounds cannot show a winner (the t critical value at one
-    # degree of freedom is 637), so the 1.6x n-gram lead earns the next look.
+    # At alpha 1e-6 two paired rounds cannot show a winner (the t critical value at one degree
+    # of freedom is about 300,000; at 0.001 two nearly equal round ratios could still pass), so
+    # the 1.6x n-gram lead earns the next look.
     spec = sim_spec(write_spec, tmp_path, free_port)
     data = tomllib.loads(spec.read_text())
-    data["finish"].update(rounds=2, max_rounds=4, alpha=0.001)
+    data["finish"].update(rounds=2, max_rounds=4, alpha=1e-6)
     spec.write_text(tomli_w.dumps(data))
     result = runner.invoke(app, ["tune", str(spec)])
     assert result.exit_code == 0, result.stderr

@@ -23,7 +23,9 @@ from types import FrameType
 
 import psutil
 
-GRACE_S = 10.0
+# Stopping is a TERM to the whole group, then a KILL after this long: long enough for a server
+# to exit cleanly, short enough that nothing of a killed tuner's lingers.
+GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
 
 

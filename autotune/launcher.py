@@ -93,10 +93,15 @@ def stop_tree(pid: int, *, grace_s: float = 10.0) -> None:
         family = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
-    for proc in family:
+    terminate_then_kill(family, grace_s)
+
+
+def terminate_then_kill(processes: list[psutil.Process], grace_s: float) -> None:
+    """TERM every process, then KILL whatever is left after ``grace_s``."""
+    for proc in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-    _, alive = psutil.wait_procs(family, timeout=grace_s)
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
@@ -116,14 +121,7 @@ def stop_group(group: int, *, grace_s: float = 10.0, started_after: float | None
             members.append(proc)
         except (ProcessLookupError, psutil.Error):
             continue
-    for proc in members:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(members, timeout=grace_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
+    terminate_then_kill(members, grace_s)
 
 
 def reap_stale(pid: int | None, create_time: float | None) -> bool:

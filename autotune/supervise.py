@@ -9,7 +9,7 @@ exits by itself, and exits with the server's code so the launcher sees what the 
 
     python -m autotune.supervise SERVER [ARGS...]
 
-Standard library and psutil only: it starts once per launch.
+It starts once per launch, so it imports only the launcher (standard library and psutil).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 import sys
 from types import FrameType
 
-import psutil
+from autotune.launcher import stop_group
 
 # Stopping is a TERM to the whole group, then a KILL after this long: long enough for a server
 # to exit cleanly, short enough that nothing of a killed tuner's lingers.
@@ -29,40 +29,9 @@ GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _group_members() -> list[psutil.Process]:
-    group = os.getpgid(0)
-    members = []
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        try:
-            if os.getpgid(proc.pid) == group:
-                members.append(proc)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return members
-
-
-def stop_group(grace_s: float = GRACE_S) -> None:
-    """TERM every other process of this group, then KILL what is left after ``grace_s``."""
-    members = _group_members()
-    for proc in members:
-        try:
-            proc.terminate()
-        except psutil.Error:
-            continue
-    _, alive = psutil.wait_procs(members, timeout=grace_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            continue
-    psutil.wait_procs(alive, timeout=5)
-
-
 def _on_stop(signum: int, frame: FrameType | None) -> None:
     signal.signal(signum, signal.SIG_IGN)
-    stop_group()
+    stop_group(os.getpgid(0), grace_s=GRACE_S)
     sys.exit(128 + signum)
 
 
@@ -84,7 +53,7 @@ def main(argv: list[str]) -> int:
               flush=True)
         return 127
     code = server.wait()
-    stop_group(grace_s=2.0)  # workers the server left behind
+    stop_group(os.getpgid(0), grace_s=2.0)  # workers the server left behind
     return code if code >= 0 else 128 - code
 
 

@@ -25,6 +25,9 @@ class RequestSample:
     draft_accepted: int | None = None
     server_tokens_per_second: float | None = None
     error: str | None = None
+    # The transport failure a retry on a fresh connection recovered from (issue 11): kept so a
+    # flaky server shows up in the data even when every request finally succeeded.
+    retried_error: str | None = None
 
     @property
     def ok(self) -> bool:

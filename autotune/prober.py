@@ -102,9 +102,10 @@ async def send_one(
             again = await send_one(fresh, backend, base_url, prompt, concurrency=concurrency,
                                    warmup=warmup, window_start=window_start, retry=False)
         if again.error is None:
-            return again
+            return dataclasses.replace(again, retried_error=failed.error)
         return dataclasses.replace(
-            again, error=f"{again.error} (retried once; first try: {failed.error})"[:300])
+            again, error=f"{again.error} (retried once; first try: {failed.error})"[:300],
+            retried_error=failed.error)
     ended = time.perf_counter()
     timings = backend.parse_timings(final) if final else None
     tokens = usage_tokens

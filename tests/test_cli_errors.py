@@ -3,6 +3,7 @@ traceback, and nothing created or lost. None of these launches a server."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -107,3 +108,18 @@ def test_a_file_that_is_not_a_database_is_one_line_with_the_fix(tmp_path: Path) 
     line = one_line_error(["show", "--store", str(bad)])
     assert "file is not a database" in line and "choose another path" in line
     assert "sqlalche.me" not in line and "[SQL:" not in line
+
+
+@pytest.mark.parametrize("where", ["chmod-555-folder", "sysfs"])
+def test_a_folder_that_cannot_be_written_is_one_line_with_the_fix(
+        where: str, write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    if where == "chmod-555-folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a mode-555 folder; the sysfs case covers root")
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o555)
+    else:
+        folder = Path("/sys")  # exists everywhere on Linux; nobody, root included, creates files in it
+    line = one_line_error(["tune", str(write_spec()), "--store", str(folder / "results.db")])
+    assert "is not writable" in line and "choose another path" in line
+    assert not (folder / "results.db").exists()

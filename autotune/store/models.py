@@ -115,5 +115,6 @@ class Sample(Base):
     draft_accepted: Mapped[int | None] = mapped_column(Integer, nullable=True)
     server_tokens_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retried_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     trial: Mapped[Trial] = relationship(back_populates="samples", lazy="raise")

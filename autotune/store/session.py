@@ -93,7 +93,8 @@ def _fix(error: SQLAlchemyError) -> str:
     text = str(getattr(error, "orig", None) or error).lower()
     if "not a database" in text:
         return "store.path points at a file that is not an SQLite database; choose another path"
-    if "readonly" in text or "read-only" in text or "permission" in text:
+    if ("readonly" in text or "read-only" in text or "permission" in text
+            or "unable to open database file" in text):  # SQLite's words for a folder it cannot write
         return "the database or its folder is not writable; fix its permissions or choose another path"
     if "locked" in text:
         return "another process holds the database; wait for it or choose another path"

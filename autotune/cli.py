@@ -83,6 +83,7 @@ def tune(
     with user_errors():
         from autotune.embedded import resolve_files, simulated_preset
         from autotune.report import class_breakdown, recommendation_text, results_table
+        from autotune.store import repository as repo
         from autotune.store.session import open_store
         from autotune.study import run_tune
         from autotune.workload import load_workload
@@ -106,7 +107,8 @@ def tune(
         outcome = run_tune(spec, results, workload, name=study_name, resume=resume,
                            echo=typer.echo, log_root=_log_root(spec))
         typer.echo("")
-        typer.echo(results_table(outcome.trials))
+        typer.echo(results_table(outcome.trials, agreements=repo.study_agreements(
+            results, outcome.study.id)))
         typer.echo("")
         breakdown = class_breakdown(outcome.trials, {
             "recommended": outcome.decision.config.key, "no drafting": _baseline_key()},
@@ -215,7 +217,8 @@ def show(
             typer.echo(json.dumps(record.recommendation or {}, indent=2))
             return
         typer.echo(f"study {record.name!r} ({record.state}, {record.strategy})")
-        typer.echo(results_table(repo.list_trials(results, record.id)))
+        typer.echo(results_table(repo.list_trials(results, record.id),
+                                 agreements=repo.study_agreements(results, record.id)))
         if record.recommendation:
             typer.echo("")
             typer.echo(recommendation_text(record.recommendation))
@@ -258,3 +261,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _register_gate() -> None:
+    from autotune.gate.commands import gate_app
+
+    app.add_typer(gate_app, name="gate")
+
+
+_register_gate()

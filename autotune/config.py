@@ -131,6 +131,9 @@ class WorkloadSpec(_Model):
     requests: Annotated[int, Field(ge=1)] = 6
     request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     max_tokens: Annotated[int, Field(ge=1)] | None = None  # overrides each prompt's own
+    # Prompts whose greedy outputs are compared with the reference (f16 KV, no drafting) for
+    # every other KV / flash-attention setting a study tries; 0 turns the comparison off.
+    quality_prompts: Annotated[int, Field(ge=0)] = 8
 
 
 class LimitsSpec(_Model):
@@ -138,6 +141,9 @@ class LimitsSpec(_Model):
     tpot_p95_ms: Annotated[float, Field(gt=0)] | None = None
     e2e_p95_ms: Annotated[float, Field(gt=0)] | None = None
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Share of greedy outputs a KV / flash-attention setting may change against the reference;
+    # 0 keeps every setting that changes any output out of the recommendation.
+    max_quality_loss: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class SearchSpec(_Model):
@@ -172,6 +178,44 @@ class StoreSpec(_Model):
     path: str = "autotune.db"
 
 
+class GateSpec(_Model):
+    """The CI regression gate (``autotune gate``): the pinned setup and how strict to be."""
+
+    # The pinned setup's parameters (as `autotune show --json` prints them under "params");
+    # `gate record --study NAME` takes a stored recommendation instead.
+    setup: dict[str, Any] | None = None
+    launches: Annotated[int, Field(ge=2)] = 6  # per side at the first look
+    max_launches: Annotated[int, Field(ge=2)] = 12  # per side, while the answer is unclear
+    confirm_launches: Annotated[int, Field(ge=0)] = 2  # more, before a red verdict
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.10  # "no more than 10% slower"
+    acceptance_tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.05  # absolute drop allowed
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    on_inconclusive: Literal["exit-3", "pass", "fail"] = "exit-3"
+    correctness_prompts: Annotated[int, Field(ge=0)] = 6  # greedy outputs compared
+    # Agreement with the reference (f16 KV, no drafting) below 1 - this fails the gate.
+    max_quality_loss: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    @field_validator("setup")
+    @classmethod
+    def _a_real_setup(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from autotune.space import SpecConfig
+
+            try:
+                SpecConfig.from_params(value)
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"not a setup ({error}); give method and its knobs, e.g. "
+                                 "{ method = 'ngram-mod', draft_max = 16 }") from None
+        return value
+
+    @model_validator(mode="after")
+    def _enough_launches(self) -> GateSpec:
+        if self.max_launches < self.launches:
+            raise ValueError(f"max_launches ({self.max_launches}) is below launches "
+                             f"({self.launches}); set max_launches >= launches")
+        return self
+
+
 class TuneSpec(_Model):
     name: str | None = None
     server: ServerSpec = ServerSpec()
@@ -181,6 +225,7 @@ class TuneSpec(_Model):
     search: SearchSpec = SearchSpec()
     finish: FinishSpec = FinishSpec()
     store: StoreSpec = StoreSpec()
+    gate: GateSpec = GateSpec()
 
     @model_validator(mode="after")
     def _fits_the_server(self) -> TuneSpec:
@@ -201,6 +246,13 @@ class TuneSpec(_Model):
                     f"space.methods: {method!r} is not available on {backend.name}; "
                     f"choose from {', '.join(backend.methods)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _quality_is_measured(self) -> TuneSpec:
+        if self.limits.max_quality_loss is not None and self.workload.quality_prompts == 0:
+            raise ValueError("limits.max_quality_loss needs workload.quality_prompts > 0 (the "
+                             "greedy outputs it is judged on); set quality_prompts = 8")
         return self
 
     @model_validator(mode="after")
@@ -278,8 +330,13 @@ def parse_spec(data: dict[str, Any], *, source: str, base_dir: Path) -> TuneSpec
         update={"files": [_resolve(f, base_dir) for f in spec.workload.files]}
     )
     store = spec.store.model_copy(update={"path": _resolve(spec.store.path, base_dir)})
+    gate = spec.gate
+    if gate.setup and isinstance(gate.setup.get("drafter"), str):
+        setup = {**gate.setup, "drafter": _resolve(gate.setup["drafter"], base_dir)}
+        gate = gate.model_copy(update={"setup": setup})
     return spec.model_copy(
-        update={"server": server, "space": space, "workload": workload, "store": store}
+        update={"server": server, "space": space, "workload": workload, "store": store,
+                "gate": gate}
     )
 
 

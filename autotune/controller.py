@@ -8,6 +8,8 @@ fresh strategy and carries on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +31,11 @@ from autotune.launcher import (
 from autotune.objective import Evaluation, evaluate
 from autotune.measurements import LevelResult
 from autotune.prober import probe
+from autotune.quality import QualityGuard, quality_violation
 from autotune.space import BASELINE, SpecConfig
 from autotune.store import repository as repo
 from autotune.store.models import TrialState
-from autotune.store.repository import StudyRecord, TrialRecord
+from autotune.store.repository import AgreementRecord, StudyRecord, TrialRecord
 from autotune.store.session import Store
 from autotune.workload import Workload
 from strategies import Observation, create_strategy
@@ -78,6 +81,28 @@ class Tuner:
     workload: Workload
     log_dir: Path
     echo: Echo
+    guard_quality: bool = True  # the gate judges outputs itself
+
+    @functools.cached_property
+    def quality(self) -> QualityGuard | None:
+        count = min(self.spec.workload.quality_prompts, self.workload.distinct_count)
+        if not self.guard_quality or count == 0:
+            return None
+        return QualityGuard(self.store, self.study.id, self.backend, self.launch_settings(0),
+                            self.workload.schedule(count, 0), self.log_dir,
+                            self.spec.server.startup_timeout_s,
+                            self.spec.workload.request_timeout_s)
+
+    def agreement(self, config: SpecConfig) -> AgreementRecord | None:
+        """Greedy agreement of ``config``'s KV setting with the reference (measured once)."""
+        if self.quality is None:
+            return None
+        before = repo.study_agreements(self.store, self.study.id)
+        record = self.quality.agreement(config)
+        if record is not None and record.setting not in before:
+            self.echo(f"  greedy outputs under {record.setting}: {record.identical}/"
+                      f"{record.compared} identical to f16 KV without drafting")
+        return record
 
     @property
     def backend(self) -> Backend:
@@ -147,6 +172,7 @@ class Tuner:
         if requests is None:
             requests = self.requests_for(effort)
             effort = requests / self.spec.workload.requests
+        lost = quality_violation(self.agreement(config), self.spec.limits.max_quality_loss)
         trial_id, number = repo.start_trial(self.store, self.study.id, phase=phase,
                                             config=config, launch_argv=self.argv_for(config),
                                             effort=effort, round_=round_)
@@ -160,6 +186,9 @@ class Tuner:
                 if death is not None:  # failed, with its reason, not "over limit: errors"
                     raise ProbeError(death)
                 evaluation = evaluate(levels, self.spec.limits)
+                if lost is not None:
+                    evaluation = dataclasses.replace(
+                        evaluation, feasible=False, violated=[*evaluation.violated, lost])
                 self._check_knobs(config, evaluation)
                 excerpt = "".join(tail_lines(self.log_dir / f"trial-{number:03d}.log", 20))
                 repo.finish_trial(
@@ -199,6 +228,7 @@ def spec_fingerprint(spec: TuneSpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
     data["search"].pop("trials", None)  # the budget may be raised on resume
     data.pop("finish", None)
+    data.pop("gate", None)
     return data
 
 

@@ -96,6 +96,15 @@ def _resolve_file(value: str, what: str, key: str) -> str:
     return value
 
 
+def resolve_setup_files(spec: TuneSpec, params: dict[str, object]) -> dict[str, object]:
+    """A pinned setup's drafter (``embedded:Q8_0`` or a path) as a checked file path."""
+    drafter = params.get("drafter")
+    if not isinstance(drafter, str) or spec.server.binary.startswith(SIMULATED) or (
+            Path(spec.server.binary).name == "autotune-sim-server"):
+        return params
+    return {**params, "drafter": _resolve_file(drafter, "drafter file", "gate.setup.drafter")}
+
+
 def check_files(spec: TuneSpec) -> None:
     """`autotune check`: every model and drafter path the user gave (not the embedded ones,
     which are made on first use) exists and is GGUF. Simulated servers name no files."""

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autotune.space import BASELINE
 from autotune.store.models import TrialState
-from autotune.store.repository import TrialRecord
+from autotune.quality import agreement_label, setting_of
+from autotune.store.repository import AgreementRecord, TrialRecord
 
 
 def _fmt(value: Any, spec: str = ".0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def results_table(trials: Sequence[TrialRecord], *, limit: int = 20) -> str:
+def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
+                  agreements: Mapping[str, AgreementRecord] | None = None) -> str:
+    """The measured setups, best first. "same": greedy outputs identical to the reference
+    (f16 KV, no drafting) under the setup's KV setting ("ref" for the reference setting)."""
     search = [t for t in trials if t.phase == "search" and t.finished]
     anchor = next((t for t in search if t.config == BASELINE and t.objective), None)
     baseline = anchor.objective if anchor else None
     measured = sorted((t for t in search if t.objective is not None),
                       key=lambda t: -(t.objective or 0.0))
     failed = [t for t in search if t.state == TrialState.FAILED]
+    agreed = agreements or {}
     header = (f"{'#':>3}  {'setup':<52} {'tok/s':>7} {'decode':>7} {'vs base':>7} {'accept':>6} "
+              f"{'same':>5} "
               f"{'ttft p95':>8} {'tpot p95':>8}  state")
     lines = [header, "-" * len(header)]
     for trial in measured[:limit]:
@@ -32,6 +38,7 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20) -> str:
             f"{trial.number:>3}  {trial.config.describe():<52} {_fmt(trial.objective, '.1f'):>7} "
             f"{_fmt(primary.get('decode_tokens_per_second'), '.1f'):>7} {ratio:>7} "
             f"{_fmt(primary.get('acceptance'), '.2f'):>6} "
+            f"{agreement_label(agreed.get(setting_of(trial.config)), trial.config):>5} "
             f"{_fmt(primary.get('ttft_p95_ms')):>6}ms {_fmt(primary.get('tpot_p95_ms')):>6}ms  "
             f"{state}"
         )
@@ -102,6 +109,10 @@ def recommendation_text(recommendation: dict[str, Any]) -> str:
         lines.append(f"  vs the best no-drafting setting ({recommendation['best_no_drafting']}): "
                      f"{_ratio(versus_best)} per round")
     lines.append(f"  {recommendation['explanation']}")
+    agreement = recommendation.get("greedy_agreement")
+    if agreement:
+        lines.append(f"  greedy outputs under {agreement['setting']}: {agreement['identical']}/"
+                     f"{agreement['compared']} identical to f16 KV without drafting")
     if recommendation.get("tied_with"):
         lines.append("  shown equivalent (within the margin), not simpler: "
                      + "; ".join(recommendation["tied_with"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from autotune.recommend import (
     finish_looks,
     worth_more_rounds,
 )
+from autotune.quality import setting_of
 from autotune.render import DEFAULT_DEPLOY_PORT, deploy_argv, recommendation_json
 from autotune.space import BASELINE, SpecConfig, drafts
 
@@ -121,6 +122,8 @@ def run_tune(
         if preset is not None:
             recommendation["simulation"] = (f"SIMULATION: autotune.sim preset {preset!r}, not "
                                             "a real server; no evidence about real hardware")
+        agreement = repo.study_agreements(store, study.id).get(setting_of(decision.config))
+        recommendation["greedy_agreement"] = asdict(agreement) if agreement else None
         finish_trials = [t for t in repo.list_trials(store, study.id, phase="finish")
                          if not t.disturbed]
         recommendation["finish_rounds"] = {

@@ -123,3 +123,15 @@ def test_every_backend_renders_every_method_it_lists(kind: str) -> None:
                   "cache_type_k": kv, "cache_type_v": kv}
         argv = backend.launch_argv(SETTINGS, SpecConfig.from_params(params))
         assert argv[0] == "srv" and all(isinstance(a, str) for a in argv)
+
+
+def test_drafting_only_extra_flags_are_left_off_launches_that_do_not_draft() -> None:
+    backend = get_backend("llama.cpp")
+    launch = LaunchSettings("llama-server", "m.gguf", "127.0.0.1", 8080, 2048, 1,
+                            extra_args=("--spec-synth-rates", "0.3,0.2", "--metrics-x",
+                                        "--spec-synth-len=4"))
+    plain = backend.launch_argv(launch, SpecConfig())
+    assert "--spec-synth-rates" not in plain and "0.3,0.2" not in plain
+    assert "--spec-synth-len=4" not in plain and "--metrics-x" in plain
+    drafting = backend.launch_argv(launch, SpecConfig("ngram-mod", 8))
+    assert drafting[-4:] == ["--spec-synth-rates", "0.3,0.2", "--metrics-x", "--spec-synth-len=4"]

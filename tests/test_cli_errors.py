@@ -123,3 +123,24 @@ def test_a_folder_that_cannot_be_written_is_one_line_with_the_fix(
     line = one_line_error(["tune", str(write_spec()), "--store", str(folder / "results.db")])
     assert "is not writable" in line and "choose another path" in line
     assert not (folder / "results.db").exists()
+
+
+def test_gate_bad_input_is_one_line(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec()
+    assert "no setup to gate" in one_line_error(["gate", "record", str(spec)])
+    pinned = write_spec("pinned.toml", gate={"setup": {"method": "ngram-mod", "draft_max": 8}})
+    missing = tmp_path / "nope.json"
+    assert "gate baseline not found" in one_line_error(["gate", "check", str(missing), str(pinned)])
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    assert "not a gate baseline" in one_line_error(["gate", "check", str(garbage), str(pinned)])
+    other = tmp_path / "other.json"
+    other.write_text('{"some": "json"}')
+    assert "not an autotune gate baseline" in one_line_error(
+        ["gate", "check", str(other), str(pinned)])
+    assert "--binary-a needs --ab" in one_line_error(
+        ["gate", "check", str(other), str(pinned), "--binary-a", sys.executable])
+    bad_setup = write_spec("bad.toml", gate={"setup": {"method": "warp-drive"}})
+    assert "gate.setup: not a setup" in one_line_error(["gate", "record", str(bad_setup)])
+    assert "--out" in one_line_error(["gate", "record", str(pinned), "--out",
+                                      str(tmp_path / "no" / "such" / "b.json")])

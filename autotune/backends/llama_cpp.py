@@ -65,6 +65,26 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+# Flags the server refuses without a drafting setup ("synthetic acceptance requires an
+# initialized speculative decoding context"): given in server.extra_args for the drafting
+# setups, they are left off the launches that do not draft.
+DRAFTING_ONLY_FLAGS = {"--spec-synth-rates": 1, "--spec-synth-len": 1}
+
+
+def without_flags(argv: Sequence[str], flags: Mapping[str, int]) -> list[str]:
+    """``argv`` without each of ``flags`` and the number of values it takes."""
+    kept: list[str] = []
+    skip = 0
+    for word in argv:
+        if skip:
+            skip -= 1
+        elif word.split("=", 1)[0] in flags:
+            skip = 0 if "=" in word else flags[word]
+        else:
+            kept.append(word)
+    return kept
+
+
 class LlamaCppBackend:
     name = "llama.cpp"
     kv_types: tuple[str, ...] = KV_TYPES
@@ -126,7 +146,10 @@ class LlamaCppBackend:
         return ["--spec-draft-n-max", str(n)]
 
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
-        return self.common_argv(launch) + self.config_argv(config) + list(launch.extra_args)
+        extra = list(launch.extra_args)
+        if not drafts(config.method):
+            extra = without_flags(extra, DRAFTING_ONLY_FLAGS)
+        return self.common_argv(launch) + self.config_argv(config) + extra
 
     def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:
         timings = payload.get("timings")

@@ -118,3 +118,20 @@ class Sample(Base):
     retried_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     trial: Mapped[Trial] = relationship(back_populates="samples", lazy="raise")
+
+
+class Agreement(Base):
+    """How often greedy outputs under one KV / flash-attention setting equal the reference's
+    (f16 KV, no drafting, the server's defaults), measured once per study and setting."""
+
+    __tablename__ = "autotune_agreement"
+    __table_args__ = (UniqueConstraint("study_id", "setting", name="uq_agreement_setting"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autotune_studies.id"))
+    setting: Mapped[str] = mapped_column(String(120))
+    compared: Mapped[int] = mapped_column(Integer)
+    identical: Mapped[int] = mapped_column(Integer)
+    mean_edit_distance: Mapped[float] = mapped_column(Float)
+    first_divergences: Mapped[list[int | None]] = mapped_column(JSON)
+    measured_at: Mapped[datetime] = mapped_column(DateTime)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from autotune.objective import Evaluation
 from autotune.measurements import RequestSample
 from autotune.space import SpecConfig
-from autotune.store.models import Sample, Study, Trial, TrialState
+from autotune.store.models import Agreement, Sample, Study, Trial, TrialState
 from autotune.store.session import Store
 
 
@@ -250,3 +250,34 @@ def heartbeat(store: Store, study_id: int, token: str) -> bool:
         result = session.execute(update(Study).where(
             Study.id == study_id, Study.owner_token == token).values(heartbeat_at=_now()))
         return bool(getattr(result, "rowcount", 0) == 1)
+
+
+@dataclass(frozen=True)
+class AgreementRecord:
+    setting: str
+    compared: int
+    identical: int
+    mean_edit_distance: float
+    first_divergences: list[int | None]
+
+    @property
+    def share(self) -> float:
+        """Share of greedy outputs identical to the reference's."""
+        return self.identical / self.compared if self.compared else 1.0
+
+    @property
+    def loss(self) -> float:
+        return 1.0 - self.share
+
+
+def save_agreement(store: Store, study_id: int, record: AgreementRecord) -> None:
+    with store.session() as session:
+        session.add(Agreement(study_id=study_id, measured_at=_now(), **asdict(record)))
+
+
+def study_agreements(store: Store, study_id: int) -> dict[str, AgreementRecord]:
+    with store.session() as session:
+        rows = session.scalars(select(Agreement).where(Agreement.study_id == study_id)).all()
+        return {r.setting: AgreementRecord(r.setting, r.compared, r.identical,
+                                           r.mean_edit_distance, list(r.first_divergences))
+                for r in rows}

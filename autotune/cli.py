@@ -96,6 +96,7 @@ def tune(
             check_writable(json_out, "--json")
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
+        check_drafter_files(spec)
         results = open_store(spec.store.path)
         preset = simulated_preset(spec)
         if preset is not None:
@@ -134,6 +135,20 @@ def check_strategy(spec: TuneSpec) -> None:
         create_strategy(name, spec.space.to_space(), seed=spec.search.seed, budget=1)
     except KeyError as error:
         raise SpecError(str(error.args[0] if error.args else error)) from None
+
+
+def check_drafter_files(spec: TuneSpec, extra: tuple[str, ...] = ()) -> None:
+    """Before any launch: every drafter shares the verifier's vocabulary and tokenizer (or
+    one line names both), and warnings about the files are printed once."""
+    from autotune.drafters import check_drafters
+    from autotune.embedded import simulated_preset
+
+    files = [spec.server.model, *spec.space.drafters, *extra]
+    if (spec.server.kind not in ("llama.cpp", "ik_llama.cpp") or simulated_preset(spec)
+            or any("://" in f for f in files)):
+        return
+    for line in check_drafters(files[0], files[1:]):
+        typer.echo(f"warning: {line}")
 
 
 def check_writable(path: Path, option: str) -> None:
@@ -195,6 +210,7 @@ def show(
     store: StoreOpt = "autotune.db",
     study: Annotated[Optional[str], typer.Option(help="Study name (default: the latest).")] = None,  # noqa: UP045
     as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
+    form: Annotated[Optional[str], typer.Option("--format", help="Print only the recommended launch as: shell, env, docker, llama-swap, systemd, kubernetes, json.")] = None,  # noqa: UP045
 ) -> None:
     """Print a stored study's results table and recommendation."""
     with user_errors():
@@ -213,6 +229,14 @@ def show(
             names = ", ".join(s.name for s in studies) or "none"
             raise SpecError(f"no study {study!r} in {results.url}; studies there: {names}")
         record = chosen[-1]
+        if form is not None:
+            from autotune.launch_forms import render
+
+            if not record.recommendation:
+                raise SpecError(f"study {record.name!r} has no recommendation yet; finish it "
+                                "with `autotune tune --resume`")
+            typer.echo(render(form, record.recommendation))
+            return
         if as_json:
             typer.echo(json.dumps(record.recommendation or {}, indent=2))
             return
@@ -263,10 +287,12 @@ if __name__ == "__main__":
     main()
 
 
-def _register_gate() -> None:
+def _register_subcommands() -> None:
+    from autotune.drafter_commands import drafters_app
     from autotune.gate.commands import gate_app
 
     app.add_typer(gate_app, name="gate")
+    app.add_typer(drafters_app, name="drafters")
 
 
-_register_gate()
+_register_subcommands()

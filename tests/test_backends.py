@@ -135,3 +135,21 @@ def test_drafting_only_extra_flags_are_left_off_launches_that_do_not_draft() -> 
     assert "--spec-synth-len=4" not in plain and "--metrics-x" in plain
     drafting = backend.launch_argv(launch, SpecConfig("ngram-mod", 8))
     assert drafting[-4:] == ["--spec-synth-rates", "0.3,0.2", "--metrics-x", "--spec-synth-len=4"]
+
+
+def test_with_gpu_layers_the_drafter_is_offloaded_too() -> None:
+    drafter = SpecConfig("draft-simple", 4, 0.5, "d.gguf")
+    on_gpu = LaunchSettings("llama-server", "m.gguf", "127.0.0.1", 8080, 2048, 1, gpu_layers=99)
+    argv = get_backend("llama.cpp").launch_argv(on_gpu, drafter)
+    assert argv[argv.index("--spec-draft-ngl") + 1] == "99"
+    assert "-ngld" in get_backend("ik_llama.cpp").launch_argv(on_gpu, drafter)
+    # n-gram lookup has no drafter to offload; a user's own -ngld wins; no GPU, no flag.
+    assert "--spec-draft-ngl" not in get_backend("llama.cpp").launch_argv(
+        on_gpu, SpecConfig("ngram-mod", 8))
+    own = LaunchSettings("llama-server", "m.gguf", "127.0.0.1", 8080, 2048, 1, gpu_layers=99,
+                         extra_args=("-ngld", "20"))
+    assert get_backend("llama.cpp").launch_argv(own, drafter).count("-ngld") == 1
+    assert "--spec-draft-ngl" not in get_backend("llama.cpp").launch_argv(
+        own, drafter)
+    cpu = LaunchSettings("llama-server", "m.gguf", "127.0.0.1", 8080, 2048, 1)
+    assert "--spec-draft-ngl" not in get_backend("llama.cpp").launch_argv(cpu, drafter)

@@ -17,6 +17,7 @@ class IkLlamaBackend(LlamaCppBackend):
     methods: tuple[str, ...] = ("none", "draft-simple", "draft-mtp", "ngram-simple", "ngram-mod")
 
     kv_flags: tuple[str, str, str] = ("-ctk", "-ctv", "-fa")
+    draft_gpu_flags: tuple[str, ...] = ("-ngld", "--n-gpu-layers-draft")
 
     def config_argv(self, config: SpecConfig) -> list[str]:
         argv = self.cache_argv(config)
@@ -31,4 +32,6 @@ class IkLlamaBackend(LlamaCppBackend):
         return argv
 
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
-        return self.common_argv(launch) + self.config_argv(config) + list(launch.extra_args)
+        extra = list(launch.extra_args)
+        return (self.common_argv(launch) + self.config_argv(config)
+                + self.draft_offload_argv(launch, config, extra) + extra)

@@ -145,11 +145,24 @@ class LlamaCppBackend:
             return [NGRAM_LENGTH_FLAGS[config.method], str(n)]
         return ["--spec-draft-n-max", str(n)]
 
+    # The drafter's own GPU offload: without it the drafter runs on the CPU while the
+    # verifier sits on the GPU (llama.cpp #10664: 45 -> 104 tok/s once -ngld 99 was added).
+    draft_gpu_flags: tuple[str, ...] = ("--spec-draft-ngl", "-ngld", "--gpu-layers-draft",
+                                        "--n-gpu-layers-draft")
+
+    def draft_offload_argv(self, launch: LaunchSettings, config: SpecConfig,
+                           extra: Sequence[str]) -> list[str]:
+        given = any(word.split("=", 1)[0] in self.draft_gpu_flags for word in extra)
+        if launch.gpu_layers is None or not uses_drafter(config.method) or given:
+            return []
+        return [self.draft_gpu_flags[0], str(launch.gpu_layers)]
+
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
         extra = list(launch.extra_args)
         if not drafts(config.method):
             extra = without_flags(extra, DRAFTING_ONLY_FLAGS)
-        return self.common_argv(launch) + self.config_argv(config) + extra
+        return (self.common_argv(launch) + self.config_argv(config)
+                + self.draft_offload_argv(launch, config, extra) + extra)
 
     def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:
         timings = payload.get("timings")

@@ -51,7 +51,7 @@ def record(
     store: StoreOpt = None,
 ) -> None:
     """Measure the pinned setup and write a baseline file meant to be committed."""
-    from autotune.cli import _load, _log_root, check_writable, user_errors
+    from autotune.cli import _load, _log_root, check_drafter_files, check_writable, user_errors
 
     with user_errors():
         from autotune.embedded import resolve_files, resolve_setup_files
@@ -66,6 +66,7 @@ def record(
         spec = resolve_files(spec)
         results = open_store(spec.store.path)
         setup = SpecConfig.from_params(resolve_setup_files(spec, _pinned(spec, results, study)))
+        check_drafter_files(spec, (setup.drafter,) if setup.drafter else ())
         baseline = record_baseline(spec, results, workload, setup, echo=typer.echo,
                                    log_dir=_log_root(spec) / "gate")
         out.write_text(json.dumps(baseline, indent=2) + "\n")
@@ -88,7 +89,7 @@ def check(
 ) -> None:
     """Measure the current setup and judge it against the baseline: throughput, acceptance and
     correctness, each on its own. Exit 0 pass, 1 regression, 2 error, 3 inconclusive."""
-    from autotune.cli import _load, _log_root, check_writable, user_errors
+    from autotune.cli import _load, _log_root, check_drafter_files, check_writable, user_errors
 
     code = 0
     with user_errors():
@@ -116,6 +117,7 @@ def check(
         results = open_store(spec.store.path)
         params = dict(spec.gate.setup) if spec.gate.setup else dict(baseline["setup"])
         setup = SpecConfig.from_params(resolve_setup_files(spec, params))
+        check_drafter_files(spec, (setup.drafter,) if setup.drafter else ())
         result = run_check(spec, results, workload, baseline, setup, ab=ab, binary_a=binary_a,
                            allow_mismatch=allow_mismatch, echo=typer.echo,
                            log_dir=_log_root(spec) / "gate")

@@ -1,0 +1,123 @@
+"""Every launch form of a recommendation (`autotune show --format NAME`), and the two that
+run here, the shell command and the LLAMA_ARG_* environment file, start the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autotune.backends import LaunchSettings, get_backend
+from autotune.cli import app
+from autotune.launch_forms import FORMS, env_form, render
+from autotune.launcher import free_port, start_server, wait_healthy
+from autotune.space import SpecConfig
+from autotune.store import repository
+from autotune.store.session import open_store
+
+runner = CliRunner()
+SETUP = SpecConfig("ngram-mod", 8, flash_attn="on")
+REPEAT = ("Repeat this text exactly three times, one copy per line: the quick brown fox jumps "
+          "over the lazy dog near the river bank at dawn.")
+
+
+def recommendation(binary: str, model: str, port: int) -> dict[str, Any]:
+    settings = LaunchSettings(binary, model, "127.0.0.1", port, 1024, 1, threads=2)
+    return {"study": "forms", "server_kind": "llama.cpp", "params": SETUP.to_params(),
+            "command": get_backend("llama.cpp").launch_argv(settings, SETUP)}
+
+
+def stored(tmp_path: Path, rec: dict[str, Any]) -> Path:
+    db = tmp_path / "results.db"
+    store = open_store(str(db))
+    study = repository.create_study(store, name="forms", server_kind="llama.cpp",
+                                    strategy="grid", seed=0, trials_budget=1, spec={})
+    repository.set_study_state(store, study.id, "finished", rec)
+    return db
+
+
+def test_every_form_renders_through_show(tmp_path: Path) -> None:
+    rec = recommendation("/opt/llama/llama-server", "/models/gemma.gguf", 8080)
+    db = stored(tmp_path, rec)
+    shown = {}
+    for form in FORMS:
+        if form == "env":
+            continue  # needs the build's --help; tested against the real binary below
+        result = runner.invoke(app, ["show", "--store", str(db), "--format", form])
+        assert result.exit_code == 0, (form, result.stdout, result.stderr)
+        shown[form] = result.stdout
+    assert shlex.split(shown["shell"]) == rec["command"]
+    docker = shlex.split(shown["docker"])
+    assert docker[:5] == ["docker", "run", "--rm", "-p", "127.0.0.1:8080:8080"]
+    assert "/models:/models/0:ro" in docker and "/models/0/gemma.gguf" in docker
+    swap = yaml.safe_load(shown["llama-swap"])
+    cmd = swap["models"]["autotune-forms"]["cmd"]
+    assert "--port ${PORT}" in cmd and "--spec-type ngram-mod" in cmd
+    assert "[Service]\nExecStart=\nExecStart=/opt/llama/llama-server " in shown["systemd"]
+    pod = yaml.safe_load(shown["kubernetes"])
+    container = pod["containers"][0]
+    assert container["image"].startswith("ghcr.io/ggml-org/llama.cpp")
+    assert container["args"][container["args"].index("--host") + 1] == "0.0.0.0"
+    assert pod["volumes"][0]["hostPath"]["path"] == "/models"
+    config = json.loads(shown["json"])
+    assert config["spec-type"] == "ngram-mod" and config["flash-attn"] == "on"
+    bad = runner.invoke(app, ["show", "--store", str(db), "--format", "helm"])
+    assert bad.exit_code == 2 and "not a launch form" in bad.stderr
+
+
+def test_vllm_forms_keep_the_speculative_config_structured() -> None:
+    settings = LaunchSettings("vllm", "Qwen/Qwen3-8B", "127.0.0.1", 8000, 4096, 8)
+    argv = get_backend("vllm").launch_argv(settings, SpecConfig("ngram-simple", 4))
+    rec = {"study": "v", "server_kind": "vllm", "command": argv}
+    config = json.loads(render("json", rec))
+    assert config["speculative-config"]["num_speculative_tokens"] == 4
+    docker = shlex.split(render("docker", rec))
+    assert docker[docker.index("--entrypoint") + 1] == "vllm" and "serve" in docker
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("form", ["shell", "env"])
+def test_shell_and_env_forms_start_the_real_server(form: str, real_binary: str,
+                                                   real_model: str, tmp_path: Path) -> None:
+    port = free_port()
+    rec = recommendation(real_binary, real_model, port)
+    environment = dict(os.environ)
+    if form == "shell":
+        argv = shlex.split(render("shell", rec))
+    else:
+        text = render("env", rec)
+        env_file = tmp_path / "autotune.env"
+        env_file.write_text(text + "\n")
+        assignments, argv = env_form(rec["command"], subprocess.run(
+            [real_binary, "--help"], capture_output=True, text=True, check=False).stdout)
+        names = {name for name, _ in assignments}
+        assert {"LLAMA_ARG_MODEL", "LLAMA_ARG_PORT", "LLAMA_ARG_FLASH_ATTN"} <= names
+        # a flag with no variable stays on the command
+        assert "--model" not in argv and "--spec-ngram-mod-n-max" in argv
+        for line in env_file.read_text().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                environment[name] = shlex.split(value)[0]
+    base_url = f"http://127.0.0.1:{port}"
+    server = start_server(argv, base_url=base_url, log_path=tmp_path / "server.log",
+                          env=environment)
+    try:
+        wait_healthy(server, health_path="/health", timeout_s=60,
+                     error_line=get_backend("llama.cpp").startup_error)
+        httpx.post(base_url + "/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": REPEAT}], "max_tokens": 96,
+            "temperature": 0})
+        metrics = httpx.get(base_url + "/metrics").text
+        drafts = next(float(line.split()[-1]) for line in metrics.splitlines()
+                      if line.startswith("llamacpp:spec_decode_num_drafts_total "))
+        assert drafts > 0  # n-gram drafting reached the server (model and port did: it answered)
+    finally:
+        server.stop()

@@ -5,8 +5,9 @@ greedy outputs for the correctness signal come from their own launches (``autotu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from autotune.config import TuneSpec
 from autotune.controller import Echo, Tuner
@@ -18,6 +19,10 @@ from autotune.store.models import TrialState
 from autotune.store.repository import StudyRecord
 from autotune.store.session import Store
 from autotune.workload import Prompt, Workload
+
+
+SUMMARY_KEYS = ("requests", "errors", "decode_tokens_per_second", "ttft_p95_ms", "tpot_p95_ms",
+                "e2e_p95_ms")
 
 
 class GateSetupError(AutotuneError):
@@ -34,6 +39,8 @@ class Reading:
     accepted_length: float | None  # accepted tokens per draft
     outside_share: float | None
     trial_number: int
+    # The launch's request summary: requests, errors, decode tokens/s, TTFT/TPOT/e2e p95.
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def disturbed(self) -> bool:
@@ -77,7 +84,8 @@ class GateMeasurer:
                 length = primary.get("mean_draft_length")
                 accepted = acceptance * length if acceptance is not None and length else None
                 reading = Reading(rotation, float(trial.objective), acceptance, accepted,
-                                  primary.get("outside_cpu_share"), trial.number)
+                                  primary.get("outside_cpu_share"), trial.number,
+                                  {key: primary.get(key) for key in SUMMARY_KEYS})
                 self.echo(f"  {side.label}: {trial.objective:.1f} tok/s"
                           + (f", acceptance {acceptance:.2f}" if acceptance is not None else "")
                           + (" (outside load: measured again)" if reading.disturbed else ""))

@@ -64,6 +64,7 @@ class GateMeasurer:
     workload: Workload
     log_dir: Path
     echo: Echo
+    launches: int = 0  # servers started, measured or for outputs
 
     def _tuner(self, side: Side) -> Tuner:
         server = self.spec.server.model_copy(update={"binary": side.binary})
@@ -76,6 +77,7 @@ class GateMeasurer:
         up with the server's own reason."""
         tuner = self._tuner(side)
         for attempt in (1, 2):
+            self.launches += 1
             trial = tuner.measure(side.config, phase="gate", rotation=rotation,
                                   requests=self.spec.workload.requests)
             if trial.state != TrialState.FAILED and trial.objective:
@@ -100,6 +102,7 @@ class GateMeasurer:
         """``side``'s greedy answers to ``prompts`` and its build (one launch)."""
         tuner = self._tuner(side)
         name = side.label.replace(" ", "-")
+        self.launches += 1
         try:
             return greedy_outputs(
                 tuner.backend, tuner.launch_settings(0), side.config, prompts,

@@ -194,6 +194,11 @@ def check(spec: TuneSpec, store: Store, workload: Workload, baseline: dict[str, 
     current = Side("current", setup, spec.server.binary)
     notes: list[str] = []
 
+    # Workload and hardware are known before any launch; the build only after the first.
+    early = fp.differences(baseline["fingerprint"], current_fingerprint(spec, workload, setup, None),
+                           ("workload", "hardware"))
+    if early and not (ab or allow_mismatch):
+        _refuse(store, study.id, early)
     outputs, correctness, build = _correctness(measurer, spec, workload, current)
     now = current_fingerprint(spec, workload, setup, build)
     differences = fp.differences(baseline["fingerprint"], now, fp.BLOCKING)
@@ -202,9 +207,7 @@ def check(spec: TuneSpec, store: Store, workload: Workload, baseline: dict[str, 
     if ab:
         against = Side("baseline setup", recorded_setup, binary_a or spec.server.binary)
     elif differences and not allow_mismatch:
-        repo.set_study_state(store, study.id, "refused")
-        raise SpecError("the baseline was recorded on other terms (" + "; ".join(differences)
-                        + "); compare side by side with --ab, or pass --allow-mismatch")
+        _refuse(store, study.id, differences)
     else:
         against = Side("recorded", recorded_setup, "")
         if differences:
@@ -272,10 +275,16 @@ def check(spec: TuneSpec, store: Store, workload: Workload, baseline: dict[str, 
         exit_code=exit_code_for(verdict, gate.on_inconclusive),
         on_inconclusive=gate.on_inconclusive,
         seconds=time.monotonic() - started,
-        launches=len(evidence.after) * len(sides) + (2 if drafts(setup.method) else 1),
+        launches=measurer.launches,
         differences=differences, notes=notes, outputs=outputs,
         readings=[{"rotation": i, "before": asdict(b), "after": asdict(a)}
                   for i, (b, a) in enumerate(zip(evidence.before, evidence.after, strict=True))])
+
+
+def _refuse(store: Store, study_id: int, differences: list[str]) -> None:
+    repo.set_study_state(store, study_id, "refused")
+    raise SpecError("the baseline was recorded on other terms (" + "; ".join(differences)
+                    + "); compare side by side with --ab, or pass --allow-mismatch")
 
 
 def requests_differ(baseline: dict[str, Any], spec: TuneSpec) -> bool:

@@ -103,3 +103,20 @@ def test_overall_is_red_on_any_regression_then_inconclusive() -> None:
     assert overall([same]) == "pass"
     assert overall([same, noisy]) == "inconclusive"
     assert overall([noisy, slow]) == "regression"
+
+
+def test_pairs_measured_under_outside_load_are_left_out_of_the_verdicts() -> None:
+    from autotune.config import TuneSpec
+    from autotune.gate.measure import Reading
+    from autotune.gate.run import _Evidence
+
+    def reading(rotation: int, tps: float, outside: float = 0.0) -> Reading:
+        return Reading(rotation, tps, 0.9, 3.0, outside, rotation)
+
+    before = [reading(i, 100.0 + i) for i in range(6)]
+    after = [reading(i, 100.0 + i) for i in range(6)]
+    after[2] = reading(2, 40.0, outside=0.3)  # a busy neighbour, seen by psutil
+    evidence = _Evidence(before, after)
+    assert evidence.left_out == 1
+    throughput = evidence.signals(TuneSpec(), 0.05)[0]
+    assert throughput.verdict == "pass" and throughput.estimate == 1.0

@@ -35,7 +35,8 @@ from autotune.store.session import Store
 from autotune.workload import Workload
 
 BASELINE_FORMAT = 1
-REMEASURE_DISTURBED = 3  # launches measured again because outside load disturbed them
+REMEASURE_DISTURBED = 4  # launches measured again because outside load disturbed them
+PAUSE_AFTER_LOAD_S = 5.0
 
 
 @dataclass
@@ -97,6 +98,7 @@ def _measure_rotation(measurer: GateMeasurer, sides: Sequence[Side], rotation: i
         if not any(r.disturbed for r in readings.values()) or budget[0] <= 0:
             return [readings[side.label] for side in sides]
         budget[0] -= 1
+        time.sleep(PAUSE_AFTER_LOAD_S)  # let a burst of other work pass before measuring again
 
 
 def record(spec: TuneSpec, store: Store, workload: Workload, setup: SpecConfig, *, echo: Echo,
@@ -154,10 +156,22 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 @dataclass
 class _Evidence:
-    """Readings paired by rotation: the same prompts on both sides."""
+    """Readings paired by rotation: the same prompts on both sides. A pair measured while
+    other work held a tenth of the machine (psutil saw it) after the re-measure budget was
+    spent is left out of the verdicts: it is known to be contaminated, and keeping it turns a
+    busy hour into a red or inconclusive build."""
 
     before: list[Reading]
     after: list[Reading]
+
+    def clean(self) -> tuple[list[Reading], list[Reading]]:
+        pairs = [(b, a) for b, a in zip(self.before, self.after, strict=True)
+                 if not (b.disturbed or a.disturbed)]
+        return [b for b, _ in pairs], [a for _, a in pairs]
+
+    @property
+    def left_out(self) -> int:
+        return len(self.after) - len(self.clean()[1])
 
     def outliers(self) -> list[int]:
         """Rotations whose throughput ratio sits far below the others' (see
@@ -168,16 +182,17 @@ class _Evidence:
 
     def signals(self, spec: TuneSpec, alpha: float) -> list[Signal]:
         gate = spec.gate
+        before, after = self.clean()
         return [
-            throughput_signal([r.tokens_per_second for r in self.before],
-                              [r.tokens_per_second for r in self.after],
+            throughput_signal([r.tokens_per_second for r in before],
+                              [r.tokens_per_second for r in after],
                               tolerance=gate.tolerance, alpha=alpha, paired=True),
-            acceptance_signal("acceptance", [r.acceptance for r in self.before],
-                              [r.acceptance for r in self.after],
+            acceptance_signal("acceptance", [r.acceptance for r in before],
+                              [r.acceptance for r in after],
                               tolerance=gate.acceptance_tolerance, alpha=alpha,
                               paired=True),
-            acceptance_signal("mean accepted length", [r.accepted_length for r in self.before],
-                              [r.accepted_length for r in self.after],
+            acceptance_signal("mean accepted length", [r.accepted_length for r in before],
+                              [r.accepted_length for r in after],
                               tolerance=gate.acceptance_tolerance, alpha=alpha,
                               paired=True, relative=True),
         ]
@@ -264,6 +279,9 @@ def check(spec: TuneSpec, store: Store, workload: Workload, baseline: dict[str, 
         if overall(confirmed) != "regression":
             notes.append("a regression seen at first was not confirmed by the extra launches")
         signals = confirmed
+    if evidence.left_out:
+        notes.append(f"{evidence.left_out} launch pair(s) measured under outside load (after "
+                     f"{REMEASURE_DISTURBED} re-measurements) were left out")
     signals += correctness
     verdict = overall(signals)
     repo.set_study_state(store, study.id, "finished")

@@ -46,12 +46,13 @@ class QualityGuard:
     startup_timeout_s: float
     request_timeout_s: float
     _reference: GreedyOutputs | None = field(default=None, init=False)
+    _unreadable: set[str] = field(default_factory=set, init=False)  # tried once, failed
 
     def agreement(self, config: SpecConfig) -> AgreementRecord | None:
         """The stored agreement of ``config``'s setting, measured on first need; ``None`` for
         the reference itself, when off, or when the outputs could not be read."""
         setting = setting_of(config)
-        if setting == REFERENCE or not self.prompts:
+        if setting == REFERENCE or not self.prompts or setting in self._unreadable:
             return None
         known = repo.study_agreements(self.store, self.study_id)
         if setting in known:
@@ -63,6 +64,7 @@ class QualityGuard:
                 self._reference = self._outputs(BASELINE, "reference")
             outputs = self._outputs(plain, setting.replace(" ", "-").replace("/", "-"))
         except OutputsError:
+            self._unreadable.add(setting)
             return None  # the trial's own launch will report why the server fails
         compared = compare_outputs(self.prompts, self._reference, outputs)
         record = AgreementRecord(

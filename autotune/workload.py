@@ -11,10 +11,10 @@ One JSON object a line::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,14 @@ def starter_workloads_dir() -> Path:
     checkout = Path(__file__).resolve().parents[1] / "examples" / "workloads"
     if checkout.is_dir():
         return checkout
-    return Path(str(resources.files("autotune.workloads")))
+    # A data-only folder is a namespace package, for which resources.files() returns a
+    # MultiplexedPath whose str() is not a path; the import system's own location is.
+    spec = importlib.util.find_spec("autotune.workloads")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise WorkloadError("the starter workloads are missing from this install; reinstall "
+                            "autotune or give workload.files")
+    return Path(locations[0])
 
 
 def resolve_workload_path(name: str) -> Path:

@@ -82,7 +82,6 @@ class Tuner:
     log_dir: Path
     echo: Echo
     guard_quality: bool = True  # the gate judges outputs itself
-    _announced: set[str] = dataclasses.field(default_factory=set, init=False, repr=False)
 
     @functools.cached_property
     def quality(self) -> QualityGuard | None:
@@ -98,9 +97,9 @@ class Tuner:
         """Greedy agreement of ``config``'s KV setting with the reference (measured once)."""
         if self.quality is None:
             return None
+        before = repo.study_agreements(self.store, self.study.id)
         record = self.quality.agreement(config)
-        if record is not None and record.setting not in self._announced:
-            self._announced.add(record.setting)
+        if record is not None and record.setting not in before:
             self.echo(f"  greedy outputs under {record.setting}: {record.identical}/"
                       f"{record.compared} identical to f16 KV without drafting")
         return record

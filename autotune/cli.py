@@ -78,6 +78,7 @@ def tune(
     strategy: Annotated[Optional[str], typer.Option(help="Search strategy (see `autotune strategies`).")] = None,  # noqa: UP045
     store: StoreOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the recommendation as JSON here.")] = None,  # noqa: UP045
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", min=0, max=65535, help="Export the study's progress for Prometheus on 127.0.0.1:PORT while it runs.")] = None,  # noqa: UP045
 ) -> None:
     """Launch the server in candidate setups, measure each, and print the best launch command."""
     with user_errors():
@@ -105,8 +106,9 @@ def tune(
         typer.echo(f"study {study_name!r}: {spec.search.strategy}, {spec.search.trials} trials, "
                    f"{len(workload.prompts)} prompts ({', '.join(workload.labels)}); "
                    f"results in {spec.store.path}")
-        outcome = run_tune(spec, results, workload, name=study_name, resume=resume,
-                           echo=typer.echo, log_root=_log_root(spec))
+        with _progress_export(results, study_name, metrics_port):
+            outcome = run_tune(spec, results, workload, name=study_name, resume=resume,
+                               echo=typer.echo, log_root=_log_root(spec))
         typer.echo("")
         typer.echo(results_table(outcome.trials, agreements=repo.study_agreements(
             results, outcome.study.id)))
@@ -120,6 +122,34 @@ def tune(
         typer.echo(recommendation_text(outcome.recommendation))
         if json_out:
             json_out.write_text(json.dumps(outcome.recommendation, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _progress_export(results: Any, study: str, port: int | None) -> Iterator[int | None]:
+    """``tune --metrics-port``: the study's trials, best figure and recommendation, computed
+    from the database at each scrape, the same families the sidecar exports."""
+    if port is None:
+        yield None
+        return
+    from prometheus_client import CollectorRegistry
+
+    from autotune.sidecar.exporter import Routes, StudyCollector, serve
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StudyCollector(results, lambda: [study]))
+    try:
+        server = serve(registry, "127.0.0.1", port, Routes(health=lambda: (True, {
+            "status": "ok", "study": study})))
+    except OSError as error:
+        raise SpecError(f"--metrics-port {port}: {error.strerror or error}; choose another "
+                        "port") from None
+    bound = int(server.server_address[1])
+    typer.echo(f"study progress on http://127.0.0.1:{bound}/metrics")
+    try:
+        yield bound
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def check_strategy(spec: TuneSpec) -> None:
@@ -290,8 +320,10 @@ if __name__ == "__main__":
 def _register_subcommands() -> None:
     from autotune.drafter_commands import drafters_app
     from autotune.gate.commands import gate_app
+    from autotune.sidecar.commands import sidecar
 
     app.add_typer(gate_app, name="gate")
+    app.command(name="sidecar")(sidecar)
     app.add_typer(drafters_app, name="drafters")
 
 

@@ -216,6 +216,25 @@ class GateSpec(_Model):
         return self
 
 
+class SidecarSpec(_Model):
+    """``autotune sidecar``: the live server it watches and what it may do about drift."""
+
+    server_url: str | None = None  # the live server, e.g. http://127.0.0.1:8080 (--server)
+    listen_host: str = "127.0.0.1"  # where /metrics, /healthz, /recommendation, /retune answer
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    interval_s: Annotated[float, Field(gt=0)] = 15.0  # one window per scrape
+    reference_windows: Annotated[int, Field(ge=8)] = 40  # windows that define "normal"
+    min_window_tokens: Annotated[int, Field(ge=1)] = 32  # quieter windows are not judged
+    min_shift: Annotated[float, Field(gt=0, lt=1)] = 0.10  # smallest drift worth acting on
+    draft_max: Annotated[int, Field(ge=1)] | None = None  # default: from the server's counters
+    retune_on_drift: bool = False  # start a canary study on a drift alarm
+    retune_every_s: Annotated[float, Field(ge=0)] = 0.0  # 0: never on a schedule
+    retune_trials: Annotated[int, Field(ge=1)] | None = None  # default: search.trials
+    # Run after a retune publishes; an element "{argv}" becomes the recommended launch's
+    # arguments. Never run through a shell. Empty: advise only.
+    apply_command: list[str] = []
+
+
 class TuneSpec(_Model):
     name: str | None = None
     server: ServerSpec = ServerSpec()
@@ -226,6 +245,7 @@ class TuneSpec(_Model):
     finish: FinishSpec = FinishSpec()
     store: StoreSpec = StoreSpec()
     gate: GateSpec = GateSpec()
+    sidecar: SidecarSpec = SidecarSpec()
 
     @model_validator(mode="after")
     def _fits_the_server(self) -> TuneSpec:

@@ -53,6 +53,10 @@ class SpecCounters:
     generated_tokens: float = 0.0
     accepted_per_position: tuple[float, ...] = ()
     present: bool = False  # whether the server reported speculative counters at all
+    decode_seconds: float = 0.0  # time spent generating; tokens over it is demand-independent
+    # True where the acceptance fields are a level (SGLang's gauges), not counts: a window
+    # takes them as they stand instead of differencing them.
+    levels: bool = False
 
     def _combine(self, other: SpecCounters, sign: float) -> SpecCounters:
         width = max(len(self.accepted_per_position), len(other.accepted_per_position))
@@ -67,6 +71,8 @@ class SpecCounters:
             generated_tokens=self.generated_tokens + sign * other.generated_tokens,
             accepted_per_position=tuple(a + sign * b for a, b in zip(mine, theirs, strict=True)),
             present=self.present or other.present,
+            decode_seconds=self.decode_seconds + sign * other.decode_seconds,
+            levels=self.levels or other.levels,
         )
 
     def minus(self, earlier: SpecCounters) -> SpecCounters:
@@ -141,6 +147,7 @@ def counters_from(totals: Mapping[str, float], positions: Mapping[int, float]) -
         draft_tokens=totals.get("draft_tokens", 0.0),
         accepted_tokens=totals.get("accepted_tokens", 0.0),
         generated_tokens=totals.get("generated_tokens", 0.0),
+        decode_seconds=totals.get("decode_seconds", 0.0),
         accepted_per_position=ordered,
         present=any(k in totals for k in ("drafts", "draft_tokens", "accepted_tokens")),
     )

@@ -40,6 +40,7 @@ _METRIC_NAMES = {
     "llamacpp:spec_decode_num_accepted_tokens_total": "accepted_tokens",
     "llamacpp:spec_decode_num_accepted_tokens_per_pos_total": "per_position",
     "llamacpp:tokens_predicted_total": "generated_tokens",
+    "llamacpp:tokens_predicted_seconds_total": "decode_seconds",
 }
 # The flag that sets the draft length, per n-gram method (drafter methods: --spec-draft-n-max).
 NGRAM_LENGTH_FLAGS = {

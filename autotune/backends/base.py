@@ -103,6 +103,8 @@ class Backend(Protocol):
     health_path: str
     chat_path: str
     completion_path: str | None
+    has_server_tuner: bool  # adapts draft parameters itself at run time (a finish contender)
+    per_request_knobs: bool  # accepts speculative.* in a request body (probed before use)
 
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
         """The full argument list (binary first) that starts this setup."""
@@ -118,6 +120,19 @@ class Backend(Protocol):
 
     def startup_error(self, log_lines: Sequence[str]) -> str | None:
         """The line of a failed start's log that says why, if one does."""
+        ...
+
+    def request_knobs(self, config: SpecConfig) -> dict[str, float | int]:
+        """Body keys that set ``config``'s draft parameters for one request."""
+        ...
+
+    def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
+        """(accepted, drafted) per request from the server's log, for servers whose metrics
+        and timings do not carry them; empty elsewhere."""
+        ...
+
+    def tuner_choice(self, log_lines: Sequence[str]) -> str | None:
+        """What the server's own run-time tuner would keep, as it logs it."""
         ...
 
 

@@ -91,6 +91,9 @@ class LlamaCppBackend:
     kv_types: tuple[str, ...] = KV_TYPES
     methods: tuple[str, ...] = SEARCHABLE_METHODS
     health_path = "/health"
+    has_server_tuner = False
+    # The body keys exist; this build compiles them out (`#if 0`). The probe says which.
+    per_request_knobs = True
     chat_path = "/v1/chat/completions"
     completion_path: str | None = "/completion"
 
@@ -184,3 +187,17 @@ class LlamaCppBackend:
 
     def startup_error(self, log_lines: Sequence[str]) -> str | None:
         return first_error_line(log_lines, _ERROR_MARKERS)
+
+    def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
+        return []  # counters and timings carry acceptance
+
+    def tuner_choice(self, log_lines: Sequence[str]) -> str | None:
+        return None
+
+    def request_knobs(self, config: SpecConfig) -> dict[str, float | int]:
+        if not drafts(config.method) or config.draft_max is None:
+            return {}
+        knobs: dict[str, float | int] = {"speculative.n_max": config.draft_max}
+        if config.p_min is not None:
+            knobs["speculative.p_min"] = config.p_min
+        return knobs

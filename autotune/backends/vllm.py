@@ -41,6 +41,8 @@ class VllmBackend:
     kv_types: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
     methods: tuple[str, ...] = ("none", *_METHOD_NAMES)
     health_path = "/health"
+    has_server_tuner = False
+    per_request_knobs = False
     chat_path = "/v1/chat/completions"
     completion_path: str | None = None
 
@@ -82,3 +84,12 @@ class VllmBackend:
 
     def startup_error(self, log_lines: Sequence[str]) -> str | None:
         return first_error_line(log_lines, ("error", "exception", "valueerror", "out of memory"))
+
+    def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
+        return []  # counters and timings carry acceptance
+
+    def tuner_choice(self, log_lines: Sequence[str]) -> str | None:
+        return None
+
+    def request_knobs(self, config: SpecConfig) -> dict[str, float | int]:
+        return {}

@@ -1,0 +1,61 @@
+"""The real ik_llama.cpp fork (built once from PyPI's ik-llama-cpp-python 0.1.5 sdist, see
+autotune/ik_build.py) with the real Gemma 3 270M model: its old flag grammar read from --help,
+a small study with no drafting, n-gram drafting and a drafter, draft-max and p-min tried
+without restarts, and its own --spec-autotune measured as one more finalist."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autotune.backends.ik_llama import flag_syntax
+from autotune.cli import app
+from autotune.store import repository as repo
+from autotune.store.session import open_store
+from tests.conftest import server_processes
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="session")
+def ik_binary() -> str:
+    from autotune.ik_build import build
+
+    try:
+        return str(build())
+    except Exception as error:  # noqa: BLE001 - any reason the fork cannot be built
+        pytest.fail(f"the real ik_llama.cpp build is required: {error}")
+
+
+def test_the_build_speaks_the_old_grammar(ik_binary: str) -> None:
+    assert flag_syntax(ik_binary) == "old"
+
+
+def test_a_small_study_on_the_fork_keeps_servers_and_measures_its_tuner(
+        ik_binary: str, real_drafter: str, write_spec: Callable[..., Path],
+        tmp_path: Path) -> None:
+    spec = write_spec(
+        server={"kind": "ik_llama.cpp", "binary": ik_binary},
+        space={"methods": ["none", "ngram-mod", "draft-simple"], "drafters": [real_drafter],
+               "draft_max": {"low": 2, "high": 4, "step": 2},
+               "p_min": {"low": 0.0, "high": 0.5, "step": 0.5}},
+        search={"strategy": "grid", "trials": 7},
+        workload={"quality_prompts": 0})
+    result = CliRunner().invoke(app, ["tune", str(spec)])
+    out = result.stdout
+    assert result.exit_code == 0, (out, result.stderr)
+    assert "per-request draft parameters reach this server" in out, out
+    assert "trials ran on a kept server" in out, out
+    assert "+server-autotune" in out, out  # the server's own tuner, measured as a finalist
+    store = open_store(str(tmp_path / "results.db"))
+    study = repo.list_studies(store)[-1]
+    trials = repo.list_trials(store, study.id)
+    drafting = [t for t in trials if t.config.method == "draft-simple" and t.summary]
+    # acceptance comes from the server's log lines (no counters, no timings in this build)
+    assert drafting and all(t.summary[0]["acceptance"] is not None for t in drafting)
+    launched = {t.launch_seconds for t in drafting if t.phase == "search"}
+    assert 0.0 in launched  # some drafter trials reused a running server
+    assert not server_processes()

@@ -42,6 +42,7 @@ from autotune.store.session import Store
 
 Echo = Callable[[str], None]
 DOWN_AFTER = 3  # failed scrapes in a row before /healthz says 503
+EXPORTED = 5  # studies exported: the latest recommendation's and the retunes before it
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ class Sidecar:
             self._publish(*latest, rebase=False)
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.registry.register(SidecarCollector(self.snapshot))
-        self.registry.register(StudyCollector(store, lambda: list(self.studies)))
+        # the last few studies: a sidecar that runs for months must not export (or query)
+        # every retune it ever ran at each scrape
+        self.registry.register(StudyCollector(store, lambda: list(self.studies[-EXPORTED:])))
 
     def _log(self, line: str) -> None:
         self.echo(f"{time.strftime('%H:%M:%S')} {line}")

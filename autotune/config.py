@@ -256,6 +256,14 @@ class TuneSpec(_Model):
     @model_validator(mode="after")
     def _fits_the_server(self) -> TuneSpec:
         backend = get_backend(self.server.kind)
+        if backend.kv_one_dtype and list(self.space.cache_type_v) != ["auto"]:
+            raise ValueError(
+                f"space.cache_type_v: {backend.name} has one KV cache dtype for K and V "
+                "(--kv-cache-dtype); list the dtypes in space.cache_type_k and set "
+                "cache_type_v = [\"auto\"]")
+        if not backend.flash_attn_knob and list(self.space.flash_attn) != ["auto"]:
+            raise ValueError(f"space.flash_attn: {backend.name} has no flash-attention flag; "
+                             "leave space.flash_attn out")
         for key in ("cache_type_k", "cache_type_v"):
             values: list[str] = getattr(self.space, key)
             if not values:

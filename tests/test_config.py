@@ -20,7 +20,12 @@ def parse(data: dict) -> object:
         ({"space": {"methods": ["warp-drive"]}}, "unknown method 'warp-drive'"),
         ({"sever": {}}, "sever: Extra inputs are not permitted; did you mean 'server'?"),
         ({"workload": {"concurrency": [4]}}, "set server.parallel = 4"),
-        ({"server": {"kind": "vllm"}, "space": {"cache_type_k": ["q8_0"]}}, "for vllm"),
+        ({"server": {"kind": "vllm"}, "space": {"cache_type_k": ["q8_0"],
+                                                "cache_type_v": ["auto"]}}, "for vllm"),
+        ({"server": {"kind": "vllm"}, "space": {"cache_type_k": ["fp8"]}},
+         "vllm has one KV cache dtype for K and V (--kv-cache-dtype)"),
+        ({"server": {"kind": "sglang"}, "space": {"cache_type_k": ["auto"], "cache_type_v": [
+            "auto"], "flash_attn": ["auto", "off"]}}, "sglang has no flash-attention flag"),
         ({"finish": {"rounds": 6, "max_rounds": 4}}, "set max_rounds >= rounds"),
     ],
 )

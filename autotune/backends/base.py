@@ -105,6 +105,9 @@ class Backend(Protocol):
     completion_path: str | None
     has_server_tuner: bool  # adapts draft parameters itself at run time (a finish contender)
     per_request_knobs: bool  # accepts speculative.* in a request body (probed before use)
+    # Constraints of this server kind, checked with the spec (not hard-coded elsewhere):
+    kv_one_dtype: bool  # one dtype for K and V (vLLM, SGLang: --kv-cache-dtype)
+    flash_attn_knob: bool  # has a flash-attention on/off flag
 
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
         """The full argument list (binary first) that starts this setup."""
@@ -165,6 +168,20 @@ def counters_from(totals: Mapping[str, float], positions: Mapping[int, float]) -
         decode_seconds=totals.get("decode_seconds", 0.0),
         accepted_per_position=ordered,
         present=any(k in totals for k in ("drafts", "draft_tokens", "accepted_tokens")),
+    )
+
+
+def usage_timings(payload: Mapping[str, Any]) -> ServerTimings | None:
+    """Token counts from an OpenAI-style ``usage`` object (vLLM, SGLang): neither sends
+    llama.cpp's ``timings``."""
+    usage = payload.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    completion = usage.get("completion_tokens")
+    prompt = usage.get("prompt_tokens")
+    return ServerTimings(
+        prompt_tokens=prompt if isinstance(prompt, int) else None,
+        predicted_tokens=completion if isinstance(completion, int) else None,
     )
 
 

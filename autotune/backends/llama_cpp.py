@@ -92,6 +92,8 @@ class LlamaCppBackend:
     methods: tuple[str, ...] = SEARCHABLE_METHODS
     health_path = "/health"
     has_server_tuner = False
+    kv_one_dtype = False
+    flash_attn_knob = True
     # The body keys exist; this build compiles them out (`#if 0`). The probe says which.
     per_request_knobs = True
     chat_path = "/v1/chat/completions"

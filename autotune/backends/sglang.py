@@ -9,7 +9,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from autotune.backends.base import LaunchSettings, ServerTimings, SpecCounters, first_error_line
+from autotune.backends.base import (
+    LaunchSettings,
+    ServerTimings,
+    SpecCounters,
+    first_error_line,
+    usage_timings,
+)
 from autotune.space import SpecConfig, drafts, kv_is_quantized, uses_drafter
 
 _ALGORITHMS = {
@@ -26,6 +32,8 @@ class SglangBackend:
     methods: tuple[str, ...] = ("none", *_ALGORITHMS)
     health_path = "/health"
     has_server_tuner = False
+    kv_one_dtype = True
+    flash_attn_knob = False
     per_request_knobs = False
     chat_path = "/v1/chat/completions"
     completion_path: str | None = None
@@ -54,11 +62,7 @@ class SglangBackend:
         return argv + ["--enable-metrics", *launch.extra_args]
 
     def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:
-        usage = payload.get("usage")
-        if not isinstance(usage, Mapping):
-            return None
-        completion = usage.get("completion_tokens")
-        return ServerTimings(predicted_tokens=completion if isinstance(completion, int) else None)
+        return usage_timings(payload)
 
     def parse_metrics(self, text: str) -> SpecCounters:
         generated = 0.0

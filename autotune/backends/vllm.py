@@ -15,6 +15,7 @@ from autotune.backends.base import (
     counters_from,
     first_error_line,
     sum_samples,
+    usage_timings,
 )
 from autotune.space import SpecConfig, drafts, kv_is_quantized, uses_drafter
 
@@ -42,6 +43,8 @@ class VllmBackend:
     methods: tuple[str, ...] = ("none", *_METHOD_NAMES)
     health_path = "/health"
     has_server_tuner = False
+    kv_one_dtype = True
+    flash_attn_knob = False
     per_request_knobs = False
     chat_path = "/v1/chat/completions"
     completion_path: str | None = None
@@ -69,15 +72,7 @@ class VllmBackend:
         return argv + list(launch.extra_args)
 
     def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:
-        usage = payload.get("usage")
-        if not isinstance(usage, Mapping):
-            return None
-        completion = usage.get("completion_tokens")
-        prompt = usage.get("prompt_tokens")
-        return ServerTimings(
-            prompt_tokens=int(prompt) if isinstance(prompt, int) else None,
-            predicted_tokens=int(completion) if isinstance(completion, int) else None,
-        )
+        return usage_timings(payload)
 
     def parse_metrics(self, text: str) -> SpecCounters:
         return counters_from(*sum_samples(text, _METRIC_NAMES))

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from autotune.cli_options import SpecArg, StoreOpt
+
 from autotune.config import TuneSpec, load_spec
 from autotune.errors import AutotuneError, SpecError
 from autotune.launcher import Terminated, host_family, install_cleanup, stop_all
@@ -24,15 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-SpecArg = Annotated[
-    Optional[Path],  # noqa: UP045 - typer needs Optional here
-    typer.Argument(help="Tune spec (TOML). Default: the embedded Gemma 3 270M llama-server."),
-]
-StoreOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--store", help="Results database (SQLite path or SQLAlchemy URL).",
-                 envvar="AUTOTUNE_STORE"),
-]
 
 
 @contextlib.contextmanager

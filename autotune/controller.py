@@ -89,6 +89,7 @@ class Tuner:
     knobs: KnobProbe | None = None  # do per-request draft parameters reach the server?
     knobs_probed: bool = False
     launches: int = 0
+    _announced: set[str] = dataclasses.field(default_factory=set, init=False, repr=False)
 
     @functools.cached_property
     def quality(self) -> QualityGuard | None:
@@ -104,9 +105,9 @@ class Tuner:
         """Greedy agreement of ``config``'s KV setting with the reference (measured once)."""
         if self.quality is None:
             return None
-        before = repo.study_agreements(self.store, self.study.id)
         record = self.quality.agreement(config)
-        if record is not None and record.setting not in before:
+        if record is not None and record.setting not in self._announced:
+            self._announced.add(record.setting)
             self.echo(f"  greedy outputs under {record.setting}: {record.identical}/"
                       f"{record.compared} identical to f16 KV without drafting")
         return record

@@ -8,12 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from autotune.cli_options import SpecArg
+
 drafters_app = typer.Typer(help="Check drafter files against the verifier; make a quant ladder.")
 
-SpecArg = Annotated[
-    Optional[Path],  # noqa: UP045 - typer needs Optional here
-    typer.Argument(help="Tune spec (TOML). Default: the embedded Gemma 3 270M one."),
-]
 
 
 def _catalog(spec_path: Path | None) -> None:

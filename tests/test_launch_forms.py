@@ -22,11 +22,10 @@ from autotune.launcher import free_port, start_server, wait_healthy
 from autotune.space import SpecConfig
 from autotune.store import repository
 from autotune.store.session import open_store
+from tests.test_real_decision import REPEAT, metrics_counters
 
 runner = CliRunner()
 SETUP = SpecConfig("ngram-mod", 8, flash_attn="on")
-REPEAT = ("Repeat this text exactly three times, one copy per line: the quick brown fox jumps "
-          "over the lazy dog near the river bank at dawn.")
 
 
 def recommendation(binary: str, model: str, port: int) -> dict[str, Any]:
@@ -115,9 +114,7 @@ def test_shell_and_env_forms_start_the_real_server(form: str, real_binary: str,
         httpx.post(base_url + "/v1/chat/completions", timeout=120, json={
             "messages": [{"role": "user", "content": REPEAT}], "max_tokens": 96,
             "temperature": 0})
-        metrics = httpx.get(base_url + "/metrics").text
-        drafts = next(float(line.split()[-1]) for line in metrics.splitlines()
-                      if line.startswith("llamacpp:spec_decode_num_drafts_total "))
-        assert drafts > 0  # n-gram drafting reached the server (model and port did: it answered)
+        # n-gram drafting reached the server (model and port did: it answered)
+        assert metrics_counters(base_url).get("drafts", 0) > 0
     finally:
         server.stop()

@@ -11,18 +11,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from autotune.cli_options import SpecArg, StoreOpt
+
 gate_app = typer.Typer(help="CI regression gate: record a pinned setup, then check builds "
                             "against it.", no_args_is_help=True)
 
-SpecArg = Annotated[
-    Optional[Path],  # noqa: UP045 - typer needs Optional here
-    typer.Argument(help="Tune spec (TOML) with a [gate] section. Default: the embedded one."),
-]
-StoreOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--store", help="Results database (SQLite path or SQLAlchemy URL).",
-                 envvar="AUTOTUNE_STORE"),
-]
 
 
 def _pinned(spec: Any, store: Any, study: str | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from autotune.greedy import OutputComparison
+from autotune.stats import paired_ratio
 
 Verdict = Literal["pass", "regression", "inconclusive", "not-applicable"]
 
@@ -62,9 +63,13 @@ def throughput_signal(before: Sequence[float], after: Sequence[float], *, tolera
     if len(before) < 2 or len(after) < 2 or min(*before, *after) <= 0:
         return Signal("throughput", "inconclusive", None, None, None,
                       "fewer than two readings on a side")
-    mean, low, high = _interval([math.log(v) for v in before], [math.log(v) for v in after],
-                                paired=paired, alpha=alpha)
-    ratio, ratio_low, ratio_high = math.exp(mean), math.exp(low), math.exp(high)
+    if paired:  # the finish's paired t on log ratios, one-sided bounds at alpha
+        shown = paired_ratio(after, before, alpha=alpha)
+        ratio, ratio_low, ratio_high = shown.ratio, shown.low, shown.high
+    else:
+        mean, low, high = _interval([math.log(v) for v in before],
+                                    [math.log(v) for v in after], paired=False, alpha=alpha)
+        ratio, ratio_low, ratio_high = math.exp(mean), math.exp(low), math.exp(high)
     floor = 1.0 - tolerance
     verdict: Verdict = ("pass" if ratio_low >= floor else
                         "regression" if ratio_high < floor else "inconclusive")

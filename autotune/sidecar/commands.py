@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from autotune.cli import SpecArg, StoreOpt, _load, _log_root, user_errors
+from autotune.cli import _load, _log_root, user_errors
+from autotune.cli_options import SpecArg, StoreOpt
 
 
 def sidecar(

@@ -171,13 +171,24 @@ def cpu_hog(seconds: float) -> Iterator[None]:
             proc.wait(timeout=10)
 
 
-def finish_started(db_path: Path) -> bool:
+def finish_trials(db_path: Path) -> int:
+    """Finish trials started so far (a row is written before its server launches)."""
     try:
         with sqlite3.connect(db_path) as db:
-            return bool(db.execute("select count(*) from autotune_trials where phase='finish'")
-                        .fetchone()[0])
+            return int(db.execute("select count(*) from autotune_trials where phase='finish'")
+                       .fetchone()[0])
     except sqlite3.OperationalError:
-        return False
+        return 0
+
+
+def first_finish_number(db_path: Path) -> int:
+    with sqlite3.connect(db_path) as db:
+        return int(db.execute("select min(number) from autotune_trials where phase='finish'")
+                   .fetchone()[0])
+
+
+def finish_started(db_path: Path) -> bool:
+    return finish_trials(db_path) > 0
 
 
 def test_outside_load_does_not_decide_the_outcome(write_spec: Callable[..., Path],
@@ -202,8 +213,19 @@ def test_outside_load_does_not_decide_the_outcome(write_spec: Callable[..., Path
             deadline = time.monotonic() + 300
             while not finish_started(tmp_path / f"{name}.db") and time.monotonic() < deadline:
                 time.sleep(0.5)
-            with cpu_hog(45.0):  # the hog slows a launch's start-up too: cover a probe
-                time.sleep(45.0)
+            # The hog slows everything it meets (start-up 4 s -> 28-45 s, a request 1 s ->
+            # 20 s), so a fixed stretch of load can end before the measured requests begin:
+            # it stays until the first finish launch has answered its warm-up and one
+            # measured request (two "total time" lines in its log), or the next launch began.
+            db = tmp_path / f"{name}.db"
+            logs = tmp_path / f"{name}.db.logs"
+            with cpu_hog(150.0):
+                deadline = time.monotonic() + 150
+                while finish_trials(db) < 2 and time.monotonic() < deadline:
+                    first = next(logs.glob(f"*/trial-{first_finish_number(db):03d}.log"), None)
+                    if first and first.read_text(errors="replace").count("total time") >= 2:
+                        break
+                    time.sleep(0.5)
         stdout, stderr = tuner.communicate(timeout=600)
         return tuner.returncode, stdout, stderr
 

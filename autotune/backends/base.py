@@ -139,6 +139,20 @@ class Backend(Protocol):
         ...
 
 
+class ServerWithoutLogFeatures:
+    """What vLLM and SGLang lack: acceptance only in logs, a run-time tuner, per-request draft
+    knobs. Their backends inherit these no-ops instead of repeating them."""
+
+    def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
+        return []  # counters and timings carry acceptance
+
+    def tuner_choice(self, log_lines: Sequence[str]) -> str | None:
+        return None
+
+    def request_knobs(self, config: SpecConfig) -> dict[str, float | int]:
+        return {}
+
+
 def sum_samples(text: str, names: Mapping[str, str]) -> tuple[dict[str, float], dict[int, float]]:
     """Sum Prometheus samples by key. ``names`` maps sample name -> key; a sample named
     ``<key>`` ``per_position`` is also split by its ``position`` label."""

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from autotune.backends.base import (
     LaunchSettings,
+    ServerWithoutLogFeatures,
     ServerTimings,
     SpecCounters,
     first_error_line,
@@ -26,7 +27,7 @@ _ALGORITHMS = {
 }
 
 
-class SglangBackend:
+class SglangBackend(ServerWithoutLogFeatures):
     name = "sglang"
     kv_types: tuple[str, ...] = ("auto", "fp8_e4m3", "fp8_e5m2")
     methods: tuple[str, ...] = ("none", *_ALGORITHMS)
@@ -84,12 +85,3 @@ class SglangBackend:
 
     def startup_error(self, log_lines: Sequence[str]) -> str | None:
         return first_error_line(log_lines, ("error", "exception", "out of memory"))
-
-    def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
-        return []  # counters and timings carry acceptance
-
-    def tuner_choice(self, log_lines: Sequence[str]) -> str | None:
-        return None
-
-    def request_knobs(self, config: SpecConfig) -> dict[str, float | int]:
-        return {}

@@ -10,6 +10,7 @@ from typing import Any
 
 from autotune.backends.base import (
     LaunchSettings,
+    ServerWithoutLogFeatures,
     ServerTimings,
     SpecCounters,
     counters_from,
@@ -36,7 +37,7 @@ _METHOD_NAMES = {
 }
 
 
-class VllmBackend:
+class VllmBackend(ServerWithoutLogFeatures):
     name = "vllm"
     # vLLM has one dtype for K and V: the spec's cache_type_k is used, V must match.
     kv_types: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
@@ -79,12 +80,3 @@ class VllmBackend:
 
     def startup_error(self, log_lines: Sequence[str]) -> str | None:
         return first_error_line(log_lines, ("error", "exception", "valueerror", "out of memory"))
-
-    def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
-        return []  # counters and timings carry acceptance
-
-    def tuner_choice(self, log_lines: Sequence[str]) -> str | None:
-        return None
-
-    def request_knobs(self, config: SpecConfig) -> dict[str, float | int]:
-        return {}

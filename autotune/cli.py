@@ -155,7 +155,7 @@ def check_strategy(spec: TuneSpec) -> None:
         raise SpecError(f"search.strategy {name!r} is not registered; "
                         f"available: {', '.join(strategy_names())}")
     try:
-        create_strategy(name, spec.space.to_space(), seed=spec.search.seed, budget=1)
+        create_strategy(name, spec.search_space(), seed=spec.search.seed, budget=1)
     except KeyError as error:
         raise SpecError(str(error.args[0] if error.args else error)) from None
 
@@ -284,7 +284,7 @@ def check(spec_path: SpecArg = None) -> None:
         check_files(spec)
         host_family(spec.server.host)
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
-        grid = spec.space.to_space().grid()
+        grid = spec.search_space().grid()
         typer.echo(f"{name}: valid; {len(grid)} setups in the space, {len(workload.prompts)} "
                    f"prompts, classes {', '.join(workload.labels)}")
 

@@ -11,24 +11,17 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from autotune.backends import get_backend
 from autotune.errors import SpecError
-from autotune.space import (
-    METHODS,
-    FloatRange,
-    IntRange,
-    SearchSpace,
-    kv_is_quantized,
-    uses_drafter,
-)
+from autotune.space import SearchSpace
+from autotune.space_spec import SpaceSpec, SpecModel, check_space_fits
 
 SERVER_KINDS = ("llama.cpp", "ik_llama.cpp", "vllm", "sglang")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = SpecModel
 
 
 class ServerSpec(_Model):
@@ -43,85 +36,6 @@ class ServerSpec(_Model):
     gpu_layers: Annotated[int, Field(ge=0)] | None = None
     extra_args: list[str] = []
     startup_timeout_s: Annotated[float, Field(gt=0)] = 180.0
-
-
-class IntRangeSpec(_Model):
-    low: Annotated[int, Field(ge=1)]
-    high: Annotated[int, Field(ge=1)]
-    step: Annotated[int, Field(ge=1)] = 1
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRangeSpec:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
-        return self
-
-
-class FloatRangeSpec(_Model):
-    low: Annotated[float, Field(ge=0.0, le=1.0)]
-    high: Annotated[float, Field(ge=0.0, le=1.0)]
-    step: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRangeSpec:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
-        return self
-
-
-class SpaceSpec(_Model):
-    methods: list[str] = ["none"]
-    draft_max: IntRangeSpec = IntRangeSpec(low=1, high=8)
-    p_min: FloatRangeSpec = FloatRangeSpec(low=0.0, high=0.9, step=0.1)
-    drafters: list[str] = []
-    cache_type_k: list[str] = ["f16"]
-    cache_type_v: list[str] = ["f16"]
-    # "auto" is the server's own choice (no flag); "on"/"off" force it.
-    flash_attn: list[Literal["auto", "on", "off"]] = ["auto"]
-
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if value not in METHODS:
-                raise ValueError(f"unknown method {value!r}; choose from {', '.join(METHODS)}")
-        if "none" not in values:
-            values = ["none", *values]  # the baseline is always measured
-        return values
-
-    @model_validator(mode="after")
-    def _flash_attention_for_quantized_v(self) -> SpaceSpec:
-        # Only a searched axis may be pruned: a pinned flash_attn that excludes "on" conflicts
-        # with a quantized V cache (llama.cpp refuses to start), and silently turning it on
-        # would measure something the user did not ask for.
-        quantized = [v for v in self.cache_type_v if kv_is_quantized(v)]
-        pinned = "flash_attn" in self.model_fields_set and len(self.flash_attn) == 1
-        if quantized and pinned and self.flash_attn != ["on"]:
-            raise ValueError(
-                f"cache_type_v {quantized[0]!r} needs flash attention on, but flash_attn is "
-                f"pinned to {self.flash_attn}; add \"on\" to space.flash_attn or use an "
-                "unquantized V cache")
-        return self
-
-    @model_validator(mode="after")
-    def _drafters_when_needed(self) -> SpaceSpec:
-        if any(uses_drafter(m) for m in self.methods) and not self.drafters:
-            raise ValueError(
-                "methods include a drafter method but drafters is empty; "
-                "list drafter GGUF files in space.drafters"
-            )
-        return self
-
-    def to_space(self) -> SearchSpace:
-        return SearchSpace(
-            methods=tuple(self.methods),
-            draft_max=IntRange(self.draft_max.low, self.draft_max.high, self.draft_max.step),
-            p_min=FloatRange(self.p_min.low, self.p_min.high, self.p_min.step),
-            drafters=tuple(self.drafters),
-            cache_type_k=tuple(self.cache_type_k),
-            cache_type_v=tuple(self.cache_type_v),
-            flash_attn=tuple(self.flash_attn),
-        )
 
 
 class WorkloadSpec(_Model):
@@ -151,7 +65,7 @@ class SearchSpec(_Model):
     trials: Annotated[int, Field(ge=1)] = 16
     seed: int = 0
     # Where per-request draft parameters are probed to reach the server (the ik fork), try
-    # draft-max and p-min of one drafter inside one launch; false relaunches every setup.
+    # draft-max, n-min and p-min of one drafter inside one launch; false relaunches every setup.
     reuse_launches: bool = True
 
 
@@ -255,32 +169,13 @@ class TuneSpec(_Model):
 
     @model_validator(mode="after")
     def _fits_the_server(self) -> TuneSpec:
-        backend = get_backend(self.server.kind)
-        if backend.kv_one_dtype and list(self.space.cache_type_v) != ["auto"]:
-            raise ValueError(
-                f"space.cache_type_v: {backend.name} has one KV cache dtype for K and V "
-                "(--kv-cache-dtype); list the dtypes in space.cache_type_k and set "
-                "cache_type_v = [\"auto\"]")
-        if not backend.flash_attn_knob and list(self.space.flash_attn) != ["auto"]:
-            raise ValueError(f"space.flash_attn: {backend.name} has no flash-attention flag; "
-                             "leave space.flash_attn out")
-        for key in ("cache_type_k", "cache_type_v"):
-            values: list[str] = getattr(self.space, key)
-            if not values:
-                raise ValueError(f"space.{key} is empty; give at least one KV cache type")
-            for value in values:
-                if value not in backend.kv_types:
-                    raise ValueError(
-                        f"space.{key}: unknown KV cache type {value!r} for {backend.name}; "
-                        f"choose from {', '.join(backend.kv_types)}"
-                    )
-        for method in self.space.methods:
-            if method not in backend.methods:
-                raise ValueError(
-                    f"space.methods: {method!r} is not available on {backend.name}; "
-                    f"choose from {', '.join(backend.methods)}"
-                )
+        check_space_fits(self.space, get_backend(self.server.kind))
         return self
+
+    def search_space(self) -> SearchSpace:
+        """The space to search, with the server kind's own rules."""
+        backend = get_backend(self.server.kind)
+        return self.space.to_space(backend.quantized_v_needs_flash_attn)
 
     @model_validator(mode="after")
     def _quality_is_measured(self) -> TuneSpec:

@@ -236,17 +236,19 @@ class Tuner:
     def _server(self, config: SpecConfig, trial_id: int, number: int,
                 pooled: bool) -> contextlib.AbstractContextManager[Launched]:
         """A fresh launch, or, for drafter setups where per-request knobs work, the kept
-        server of the same launch-only knobs (started at the space's largest draft-max)."""
+        server of the same launch-only knobs (started at the space's largest draft-max);
+        draft-max, p-min and n-min then travel in each request."""
         if not pooled:
             return self.running(config, trial_id, number)
         space = self.spec.space
+        # n-min at the server's default: each request sends its own where the space has one
         launch = dataclasses.replace(config, draft_max=space.draft_max.high,
-                                     p_min=space.p_min.low)
+                                     p_min=space.p_min.low, draft_min=None)
         key = self.backend.launch_argv(self.launch_settings(0), launch)
         return self.pool.use(key, lambda: self.running(launch, trial_id, number))
 
     def _probe_knobs(self, launched: Launched, high: int) -> None:
-        """Once per study, on the first drafter launch: say whether draft-max and p-min can
+        """Once per study, on the first drafter launch: say whether draft-max, n-min and p-min can
         be tried without restarts."""
         if self.knobs_probed or not self.backend.per_request_knobs or high < 2:
             return
@@ -257,9 +259,12 @@ class Tuner:
         if self.knobs is None:
             self.echo("per-request draft parameters: could not tell (nothing drafted); every "
                       "setup is its own launch")
+        elif self.knobs.works and not self.spec.search.reuse_launches:
+            self.echo(f"per-request draft parameters reach this server ({self.knobs.describe()});"
+                      " search.reuse_launches = false: every setup is its own launch")
         elif self.knobs.works:
             self.echo(f"per-request draft parameters reach this server ({self.knobs.describe()}):"
-                      " draft-max and p-min are tried without restarts")
+                      " draft-max, n-min and p-min are tried without restarts")
         else:
             self.echo(f"per-request draft parameters do not reach this server "
                       f"({self.knobs.describe()}): every setup is its own launch")
@@ -331,7 +336,7 @@ def run_search(tuner: Tuner, *, budget: int) -> tuple[list[TrialRecord], SpecCon
     """Measure the baseline first, then what the strategy asks, until ``budget`` search trials
     are finished. Returns every finished search trial and the strategy's own pick."""
     spec = tuner.spec
-    strategy = create_strategy(spec.search.strategy, spec.space.to_space(),
+    strategy = create_strategy(spec.search.strategy, spec.search_space(),
                                seed=spec.search.seed, budget=budget)
     finished = [t for t in repo.list_trials(tuner.store, tuner.study.id, phase="search")
                 if t.finished]

@@ -1,8 +1,10 @@
 """The search space: what a speculative-decoding setup is, and which setups exist.
 
-A setup is a ``SpecConfig``. Conditions are real conditions: ``p_min`` and ``drafter`` exist only
-for drafter-based methods, ``draft_max`` only where something drafts, and a quantized V cache
-forces flash attention on (llama.cpp refuses to start otherwise).
+A setup is a ``SpecConfig``. Conditions are real conditions: ``p_min``, ``drafter`` and the
+drafter's own knobs (``draft_min``, ``draft_cache_type``, ``draft_quantization``) exist only for
+drafter-based methods, ``draft_max`` only where something drafts. Rules of one server kind are
+the space's, set from its backend: llama.cpp refuses a quantized V cache without flash
+attention, so its spaces force flash attention on there; vLLM and SGLang have no such rule.
 
 The defaults are the server's own (f16 KV cache, flash attention ``auto``): the baseline is no
 drafting exactly as the server starts without our flags, never a setup we crippled by forcing a
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -66,6 +68,11 @@ class SpecConfig:
     # The server adapts its own draft parameters at run time, starting from these
     # (ik_llama.cpp's --spec-autotune): a contender in the finish, never searched.
     server_tuned: bool = False
+    # The drafter's own knobs; None leaves the server's default (no flag). Last, so that
+    # positional construction of the fields above keeps working.
+    draft_min: int | None = None  # a draft shorter than this is dropped, not verified
+    draft_cache_type: str | None = None  # the drafter's KV cache type (K and V)
+    draft_quantization: str | None = None  # drafter weights quantized at load (vLLM, SGLang)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,8 +83,12 @@ class SpecConfig:
             raise ValueError(f"drafter and p_min must be set exactly for drafter methods ({self})")
         if self.flash_attn not in FLASH_ATTN:
             raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}")
-        if kv_is_quantized(self.cache_type_v) and self.flash_attn != "on":
-            raise ValueError("a quantized V cache needs flash_attn='on'")
+        extras = (self.draft_min, self.draft_cache_type, self.draft_quantization)
+        if not uses_drafter(self.method) and any(e is not None for e in extras):
+            raise ValueError(f"draft_min, draft_cache_type and draft_quantization exist only "
+                             f"for drafter methods ({self})")
+        if self.draft_min is not None and not 0 <= self.draft_min <= (self.draft_max or 0):
+            raise ValueError(f"draft_min must lie in 0..draft_max ({self})")
         if self.server_tuned and not drafts(self.method):
             raise ValueError("server_tuned needs a method that drafts")
 
@@ -100,24 +111,37 @@ class SpecConfig:
         params["flash_attn"] = self.flash_attn
         if self.server_tuned:  # absent otherwise: keys of fixed setups stay as they were
             params["server_tuned"] = True
+        for name in ("draft_min", "draft_cache_type", "draft_quantization"):  # likewise
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
         return params
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SpecConfig:
+        """The setup ``params`` stand for; parameters that do not apply to the method are
+        dropped, and a ``draft_min`` beyond ``draft_max`` is taken as ``draft_max``."""
         method = str(params.get("method", NO_DRAFT))
-        v_type = str(params.get("cache_type_v", DEFAULT_KV))
-        flash = str(params.get("flash_attn", DEFAULT_FLASH_ATTN))
-        if kv_is_quantized(v_type):
-            flash = "on"
+        draft_max = int(params["draft_max"]) if drafts(method) else None
+        drafter = uses_drafter(method)
+
+        def extra(name: str) -> str | None:
+            value = params.get(name)
+            return str(value) if drafter and value is not None else None
+
+        draft_min = params.get("draft_min")
         return cls(
             method=method,
-            draft_max=int(params["draft_max"]) if drafts(method) else None,
-            p_min=round(float(params["p_min"]), 6) if uses_drafter(method) else None,
-            drafter=str(params["drafter"]) if uses_drafter(method) else None,
+            draft_max=draft_max,
+            p_min=round(float(params["p_min"]), 6) if drafter else None,
+            drafter=str(params["drafter"]) if drafter else None,
             cache_type_k=str(params.get("cache_type_k", DEFAULT_KV)),
-            cache_type_v=v_type,
-            flash_attn=flash,
+            cache_type_v=str(params.get("cache_type_v", DEFAULT_KV)),
+            flash_attn=str(params.get("flash_attn", DEFAULT_FLASH_ATTN)),
             server_tuned=bool(params.get("server_tuned", False)) and drafts(method),
+            draft_min=(min(int(draft_min), draft_max or 0)
+                       if drafter and draft_min is not None else None),
+            draft_cache_type=extra("draft_cache_type"),
+            draft_quantization=extra("draft_quantization"),
         )
 
     def describe(self) -> str:
@@ -127,8 +151,14 @@ class SpecConfig:
             parts.append(f"n={self.draft_max}")
         if self.p_min is not None:
             parts.append(f"p={self.p_min:g}")
+        if self.draft_min is not None:
+            parts.append(f"min={self.draft_min}")
         if self.drafter is not None:
             parts.append(os.path.basename(self.drafter))
+        if self.draft_quantization is not None:
+            parts.append(f"as {self.draft_quantization}")
+        if self.draft_cache_type is not None:
+            parts.append(f"draft-kv {self.draft_cache_type}")
         if self.server_tuned:
             parts.append("+server-autotune")
         kv = f"kv {self.cache_type_k}/{self.cache_type_v}"
@@ -142,8 +172,12 @@ class SpecConfig:
         one (fewer bits lose more; outputs change), then no drafter before a drafter (memory, a
         second model to keep in step), a fixed setup before a server that retunes itself, fewer
         draft tokens, a smaller drafter file, no drafting
-        at all, the server's own flash-attention choice, and a higher p-min last."""
+        at all, the server's own flash-attention choice, and a higher p-min last. The
+        drafter's own cache and weight quantization change only drafts, never outputs, so
+        they rank after the verifier's KV loss: the server's default before a chosen one."""
         size = (drafter_bytes or {}).get(self.drafter or "", 0)
+        drafter_knobs = sum(value is not None for value in (
+            self.draft_min, self.draft_cache_type, self.draft_quantization))
         return (
             float(kv_loss(self.cache_type_k) + kv_loss(self.cache_type_v)),
             float(uses_drafter(self.method)),
@@ -152,6 +186,7 @@ class SpecConfig:
             float(size),
             float(drafts(self.method)),
             float(self.flash_attn != DEFAULT_FLASH_ATTN),
+            float(drafter_knobs),
             -(self.p_min or 0.0),
         )
 
@@ -191,40 +226,74 @@ class SearchSpace:
     flash_attn: tuple[str, ...] = (DEFAULT_FLASH_ATTN,)
     # Setups the search always measures first, in order (the baseline is one).
     always_measure: tuple[SpecConfig, ...] = field(default=(BASELINE,))
+    # The drafter's own knobs; None in a tuple (and a None range) is the server's default.
+    draft_min: IntRange | None = None
+    draft_cache_types: tuple[str | None, ...] = (None,)
+    draft_quantizations: tuple[str | None, ...] = (None,)
+    # llama.cpp's rule (a quantized V cache, the verifier's or the drafter's, refuses to start
+    # without flash attention); the backend says whether its server has it.
+    quantized_v_needs_flash_attn: bool = True
+
+    def settle(self, config: SpecConfig) -> SpecConfig:
+        """``config`` as this server kind can start it: flash attention on where a quantized
+        V cache needs it."""
+        if self.needs_flash_attn(config.cache_type_v, config.draft_cache_type):
+            return replace(config, flash_attn="on")
+        return config
+
+    def needs_flash_attn(self, cache_type_v: str, draft_cache_type: str | None = None) -> bool:
+        return self.quantized_v_needs_flash_attn and (
+            kv_is_quantized(cache_type_v)
+            or (draft_cache_type is not None and kv_is_quantized(draft_cache_type)))
 
     def kv_choices(self) -> Iterator[tuple[str, str, str]]:
-        """Valid (K, V, flash-attn) combinations; a quantized V forces flash attention on.
-        The server's default comes first where the space has it, so a strategy that fixes
-        one KV plane while it models drafting fixes the one users start from."""
+        """Valid (K, V, flash-attn) combinations. The server's default comes first where the
+        space has it, so a strategy that fixes one KV plane while it models drafting fixes
+        the one users start from."""
         seen: set[tuple[str, str, str]] = set()
         combos = list(itertools.product(self.cache_type_k, self.cache_type_v, self.flash_attn))
         combos.sort(key=lambda c: c != (DEFAULT_KV, DEFAULT_KV, DEFAULT_FLASH_ATTN))
         for k, v, fa in combos:
-            combo = (k, v, "on" if kv_is_quantized(v) else fa)
+            combo = (k, v, "on" if self.needs_flash_attn(v) else fa)
             if combo not in seen:
                 seen.add(combo)
                 yield combo
 
-    def draft_choices(self) -> Iterator[tuple[str, int | None, float | None, str | None]]:
+    def draft_min_values(self, draft_max: int) -> list[int | None]:
+        """The draft-min values that exist at ``draft_max`` ([None] when not searched)."""
+        if self.draft_min is None:
+            return [None]
+        return [n for n in self.draft_min.values() if n <= draft_max] or [None]
+
+    def drafter_extras(self) -> list[tuple[str | None, str | None]]:
+        """(draft_cache_type, draft_quantization) pairs searched for drafter setups."""
+        return list(itertools.product(self.draft_cache_types, self.draft_quantizations))
+
+    def draft_choices(self) -> Iterator[SpecConfig]:
+        """Every drafting setting (the KV setting left at the server's default)."""
         for method in self.methods:
             if not drafts(method):
-                yield method, None, None, None
+                yield SpecConfig(method)
             elif not uses_drafter(method):
                 for n in self.draft_max.values():
-                    yield method, n, None, None
+                    yield SpecConfig(method, n)
             else:
-                for drafter, n, p in itertools.product(
-                    self.drafters, self.draft_max.values(), self.p_min.values()
+                for drafter, n, p, (cache, quant) in itertools.product(
+                    self.drafters, self.draft_max.values(), self.p_min.values(),
+                    self.drafter_extras(),
                 ):
-                    yield method, n, p, drafter
+                    for n_min in self.draft_min_values(n):
+                        yield SpecConfig(method, n, p, drafter, draft_min=n_min,
+                                         draft_cache_type=cache, draft_quantization=quant)
 
     def grid(self) -> list[SpecConfig]:
-        """Every valid setup, in a stable order."""
-        return [
-            SpecConfig(method, n, p, drafter, k, v, fa)
-            for (method, n, p, drafter) in self.draft_choices()
+        """Every valid setup, in a stable order, without repeats."""
+        found = (
+            self.settle(replace(drafting, cache_type_k=k, cache_type_v=v, flash_attn=fa))
+            for drafting in self.draft_choices()
             for (k, v, fa) in self.kv_choices()
-        ]
+        )
+        return list(dict.fromkeys(found))
 
     def contains(self, config: SpecConfig) -> bool:
         if config.method not in self.methods:
@@ -235,6 +304,13 @@ class SearchSpace:
             return False
         if config.drafter is not None and config.drafter not in self.drafters:
             return False
-        return (config.cache_type_k, config.cache_type_v, config.flash_attn) in set(
-            self.kv_choices()
-        )
+        if uses_drafter(config.method) and (
+            config.draft_min not in self.draft_min_values(config.draft_max or 0)
+            or (config.draft_cache_type, config.draft_quantization) not in self.drafter_extras()
+        ):
+            return False
+        forced = self.needs_flash_attn(config.cache_type_v, config.draft_cache_type)
+        return any(
+            (k, v, "on" if forced else fa) == (config.cache_type_k, config.cache_type_v,
+                                               config.flash_attn)
+            for k, v, fa in self.kv_choices())

@@ -2,7 +2,7 @@
 launch per drafter) and on mainline llama.cpp (every setup a launch), real servers, real model.
 Prints the launches and wall time of each search and each study's decision.
 
-    python3 benchmarks/reuse.py              # draft-simple x 2 drafters x draft-max x p-min
+    python3 benchmarks/reuse.py              # draft-simple x 2 drafters x draft-max x p-min x n-min
     python3 benchmarks/reuse.py --quick      # 2 draft-max values instead of 4
 
 Three runs: ik with reuse (the default), ik with `search.reuse_launches = false` (the same
@@ -30,13 +30,14 @@ from autotune.ik_build import server_binary as ik_server_binary
 def spec(kind: str, binary: str, reuse: bool, store: Path, quick: bool) -> dict[str, Any]:
     drafters = [embedded_drafter("Q8_0"), embedded_drafter("Q4_0")]
     high = 4 if quick else 8
-    grid = 1 + len(drafters) * (high // 2) * 2
+    grid = 1 + len(drafters) * (high // 2) * 2 * 2  # draft-max x p-min x n-min
     return {
         "name": f"{kind}-{'reuse' if reuse else 'relaunch'}",
         "server": {"kind": kind, "binary": binary, "ctx_size": 1024, "threads": 2},
         "space": {"methods": ["none", "draft-simple"], "drafters": drafters,
                   "draft_max": {"low": 2, "high": high, "step": 2},
-                  "p_min": {"low": 0.0, "high": 0.5, "step": 0.5}},
+                  "p_min": {"low": 0.0, "high": 0.5, "step": 0.5},
+                  "draft_min": {"low": 0, "high": 2, "step": 2}},
         "workload": {"requests": 3, "quality_prompts": 0},
         "search": {"strategy": "grid", "trials": grid, "reuse_launches": reuse},
         "finish": {"finalists": 2, "rounds": 4, "max_rounds": 4, "requests_per_round": 2},

@@ -4,6 +4,8 @@ E[tokens per verify step] with per-position conditional acceptance a_1..a_k is
 1 + sum_i prod_{j<=i} a_j; with unconditional r_i (what per-position counters report:
 accepted at position i / drafts) it is 1 + sum_i r_i. A p-min threshold is modelled as in the
 simulator: calibrated Beta confidences with mean a_i, drafting stops at the first q_i < p_min.
+A draft shorter than n-min (llama.cpp's ``--spec-draft-n-min``) is dropped unverified: the
+drafter's passes are spent and the step yields one token.
 """
 
 from __future__ import annotations
@@ -30,14 +32,38 @@ def position_terms(acceptance: np.ndarray, p_min: float) -> tuple[np.ndarray, np
     return survive, accepted
 
 
-def expected_step(acceptance: np.ndarray, draft_max: int, p_min: float) -> tuple[float, float]:
-    """(E[drafted tokens], E[tokens emitted]) per verify step."""
+def expected_step(acceptance: np.ndarray, draft_max: int, p_min: float,
+                  draft_min: int = 0) -> tuple[float, float]:
+    """(E[drafted tokens], E[tokens emitted]) per verify step; drafted tokens count only
+    drafts that reach the verifier."""
     a = acceptance[:draft_max]
     survive, accepted = position_terms(a, p_min)
     # Newer llama.cpp drops the low-confidence token instead of drafting it (reference §1).
-    drafted = float(np.sum(np.cumprod(survive)))
-    emitted = 1.0 + float(np.sum(np.cumprod(accepted)))
+    drafted = float(np.sum(_kept(survive, draft_min)))
+    emitted = 1.0 + float(np.sum(_kept_acceptance(accepted, survive, draft_min)))
     return drafted, emitted
+
+
+def _kept(survive: np.ndarray, draft_min: int) -> np.ndarray:
+    """P(draft length >= max(i, n_min)) per position i: a position is verified only when the
+    whole draft is kept."""
+    reach = np.cumprod(survive)  # P(draft length >= i)
+    if draft_min <= 1:
+        return reach
+    floor = reach[draft_min - 1] if draft_min <= len(reach) else 0.0
+    return np.where(np.arange(1, len(reach) + 1) < draft_min, floor, reach)
+
+
+def _kept_acceptance(accepted: np.ndarray, survive: np.ndarray, draft_min: int) -> np.ndarray:
+    """P(position i accepted and the draft kept): before n_min, the positions after i up to
+    n_min must still pass p_min."""
+    chain = np.cumprod(accepted)
+    if draft_min <= 1:
+        return chain
+    if draft_min > len(chain):
+        return np.zeros_like(chain)
+    tail = np.array([float(np.prod(survive[i + 1:draft_min])) for i in range(len(chain))])
+    return np.where(np.arange(1, len(chain) + 1) < draft_min, chain * tail, chain)
 
 
 def drafter_passes(acceptance: np.ndarray, draft_max: int, p_min: float) -> float:
@@ -47,10 +73,11 @@ def drafter_passes(acceptance: np.ndarray, draft_max: int, p_min: float) -> floa
     return 1.0 + float(np.sum(np.cumprod(survive)[:-1]))
 
 
-def unconditional_acceptance(acceptance: np.ndarray, draft_max: int, p_min: float) -> np.ndarray:
+def unconditional_acceptance(acceptance: np.ndarray, draft_max: int, p_min: float,
+                             draft_min: int = 0) -> np.ndarray:
     """r_i = P(position i accepted), what per-position counters report (accepted_i / drafts)."""
-    _, accepted = position_terms(acceptance[:draft_max], p_min)
-    return np.cumprod(accepted)
+    survive, accepted = position_terms(acceptance[:draft_max], p_min)
+    return _kept_acceptance(accepted, survive, draft_min)
 
 
 def expected_tokens(unconditional: Sequence[float], draft_max: int) -> float:
@@ -86,12 +113,12 @@ def fit_step_time(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
 
 def predict_tokens_per_second(
     conditional: Sequence[float] | np.ndarray, draft_max: int, p_min: float, alpha: float,
-    verifier_beta: float, drafter_beta: float,
+    verifier_beta: float, drafter_beta: float, draft_min: int = 0,
 ) -> float:
     """Tokens/s for step time = alpha + verifier_beta * drafted + drafter_beta * passes: the
     verifier pays per drafted token, the drafter per forward pass, including the pass whose
     token fails the p_min threshold and is dropped."""
     a = np.asarray(conditional, dtype=float)
-    drafted, emitted = expected_step(a, draft_max, p_min)
+    drafted, emitted = expected_step(a, draft_max, p_min, draft_min)
     step = alpha + verifier_beta * drafted + drafter_beta * drafter_passes(a, draft_max, p_min)
     return emitted / max(step, 1e-9)

@@ -1,11 +1,12 @@
 """Optuna samplers (TPE, GP) driven through ask/tell.
 
-TPE sees the space define-by-run, with real conditional parameters: ``p_min`` and ``drafter``
-are only suggested when the method has a drafter, ``draft_max`` only when it drafts, and
-``flash_attn`` only when a quantized V cache does not force it on.
+TPE sees the space define-by-run, with real conditional parameters: ``p_min``, ``drafter`` and
+the drafter's own knobs are only suggested when the method has a drafter, ``draft_max`` only
+when it drafts, and ``flash_attn`` only when a quantized V cache does not force it on. A
+``draft_min`` above the draft-max it is paired with becomes the largest one that fits.
 
-GP sees it flat: four dimensions suggested every time (drafting family, draft_max, p_min, KV
-setting); the ones that do not apply are dropped when the setup is built. Optuna's GPSampler
+GP sees it flat: four or five dimensions suggested every time (drafting family with the
+drafter's cache and quantization, draft_max, p_min, draft_min where searched, KV setting); the ones that do not apply are dropped when the setup is built. Optuna's GPSampler
 models a static space only; given the conditional one it samples every conditional parameter
 at random (it warns so), which wastes the model on exactly the parameters worth tuning. Flat,
 setups that differ only in a dropped parameter are the same setup, so the GP learns that the
@@ -31,7 +32,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from autotune.space import SearchSpace, SpecConfig, drafts, kv_is_quantized, uses_drafter
+from autotune.space import SearchSpace, SpecConfig, drafts, uses_drafter
 from strategies._common import Ledger
 from strategies.base import Ask, Observation
 
@@ -58,32 +59,65 @@ def _all_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
         p = space.p_min
         dist["p_min"] = FloatDistribution(p.low, p.high, step=p.step)
         dist["drafter"] = CategoricalDistribution(space.drafters)
+        if space.draft_min is not None:
+            m = space.draft_min
+            dist["draft_min"] = IntDistribution(m.low, m.high, step=m.step)
+        if space.draft_cache_types != (None,):
+            dist["draft_cache_type"] = CategoricalDistribution(space.draft_cache_types)
+        if space.draft_quantizations != (None,):
+            dist["draft_quantization"] = CategoricalDistribution(space.draft_quantizations)
     dist["cache_type_k"] = CategoricalDistribution(space.cache_type_k)
     dist["cache_type_v"] = CategoricalDistribution(space.cache_type_v)
     dist["flash_attn"] = CategoricalDistribution(space.flash_attn)
     return dist
 
 
-def _applies(name: str, params: dict[str, Any]) -> bool:
+_DRAFTER_PARAMS = ("p_min", "drafter", "draft_min", "draft_cache_type", "draft_quantization")
+
+
+def _applies(space: SearchSpace, name: str, params: dict[str, Any]) -> bool:
     """Whether parameter ``name`` exists given the ones chosen before it."""
     if name == "draft_max":
         return drafts(params["method"])
-    if name in ("p_min", "drafter"):
+    if name in _DRAFTER_PARAMS:
         return uses_drafter(params["method"])
     if name == "flash_attn":
-        return not kv_is_quantized(params["cache_type_v"])
+        return not space.needs_flash_attn(params["cache_type_v"], params.get("draft_cache_type"))
     return True
 
 
 def _families(space: SearchSpace) -> list[str]:
-    return [f"{m}|{d}" if uses_drafter(m) else m
-            for m in space.methods for d in (space.drafters if uses_drafter(m) else ("",))]
+    """Drafting families as one word each: ``method`` or ``method|drafter|cache|quant``."""
+    return [f"{m}|{d}|{cache or ''}|{quant or ''}" if uses_drafter(m) else m
+            for m in space.methods
+            for d in (space.drafters if uses_drafter(m) else ("",))
+            for cache, quant in (space.drafter_extras() if uses_drafter(m) else [(None, None)])]
 
 
 def _kv_settings(space: SearchSpace) -> list[str]:
-    settings = [f"{k}/{v}/{'on' if kv_is_quantized(v) else fa}"
+    settings = [f"{k}/{v}/{'on' if space.needs_flash_attn(v) else fa}"
                 for k in space.cache_type_k for v in space.cache_type_v for fa in space.flash_attn]
     return list(dict.fromkeys(settings))
+
+
+def _kv_setting(space: SearchSpace, config: SpecConfig) -> str:
+    """The flat KV choice for ``config``; where its drafter's quantized cache forced flash
+    attention on, any choice of the same K and V is the same setup."""
+    kv = f"{config.cache_type_k}/{config.cache_type_v}/{config.flash_attn}"
+    settings = _kv_settings(space)
+    if kv in settings:
+        return kv
+    same = f"{config.cache_type_k}/{config.cache_type_v}/"
+    return next((s for s in settings if s.startswith(same)), kv)
+
+
+def _fitting_draft_min(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with a draft_min the space has at its draft_max."""
+    if params.get("draft_min") is None or not drafts(str(params["method"])):
+        return params
+    fits = [n for n in space.draft_min_values(int(params["draft_max"])) if n is not None]
+    wanted = int(params["draft_min"])
+    return {**params, "draft_min": max((n for n in fits if n <= wanted), default=min(fits))}
 
 
 def _flat_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
@@ -94,32 +128,45 @@ def _flat_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     r, p = space.draft_max, space.p_min
     dist["draft_max"] = IntDistribution(r.low, r.high, step=r.step)
     dist["p_min"] = FloatDistribution(p.low, p.high, step=p.step)
+    if space.draft_min is not None:
+        m = space.draft_min
+        dist["draft_min"] = IntDistribution(m.low, m.high, step=m.step)
     dist["kv"] = CategoricalDistribution(_kv_settings(space))
     return dist
 
 
-def config_of(params: dict[str, Any], *, flat: bool = False) -> SpecConfig:
+def config_of(space: SearchSpace, params: dict[str, Any], *, flat: bool = False) -> SpecConfig:
     """The setup that Optuna trial parameters stand for (the inverse of ``trial_params``)."""
-    return _unfold(params) if flat else SpecConfig.from_params(params)
+    if flat:
+        params = _unfold(params)
+    return space.settle(SpecConfig.from_params(_fitting_draft_min(space, params)))
 
 
-def _unfold(flat: dict[str, Any]) -> SpecConfig:
-    method, _, drafter = str(flat["family"]).partition("|")
+def _unfold(flat: dict[str, Any]) -> dict[str, Any]:
+    method, _, rest = str(flat["family"]).partition("|")
+    drafter, cache, quant = (rest.split("|") + ["", ""])[:3] if rest else ("", "", "")
     k, v, fa = str(flat["kv"]).split("/")
-    return SpecConfig.from_params({
+    return {
         "method": method, "draft_max": flat["draft_max"], "p_min": flat["p_min"],
         "drafter": drafter, "cache_type_k": k, "cache_type_v": v, "flash_attn": fa,
-    })
+        "draft_min": flat.get("draft_min"), "draft_cache_type": cache or None,
+        "draft_quantization": quant or None,
+    }
 
 
 def _fold(space: SearchSpace, config: SpecConfig) -> dict[str, Any]:
-    family = f"{config.method}|{config.drafter}" if config.drafter else config.method
-    return {
+    family = (f"{config.method}|{config.drafter}|{config.draft_cache_type or ''}|"
+              f"{config.draft_quantization or ''}" if config.drafter else config.method)
+    folded = {
         "family": family,
         "draft_max": config.draft_max if config.draft_max is not None else space.draft_max.low,
         "p_min": config.p_min if config.p_min is not None else space.p_min.low,
-        "kv": f"{config.cache_type_k}/{config.cache_type_v}/{config.flash_attn}",
+        "kv": _kv_setting(space, config),
     }
+    if space.draft_min is not None:
+        folded["draft_min"] = (config.draft_min if config.draft_min is not None
+                               else space.draft_min.low)
+    return folded
 
 
 def distributions(
@@ -130,7 +177,7 @@ def distributions(
         return _flat_distributions(space)
     every = _all_distributions(space)
     params = config.to_params()
-    return {name: d for name, d in every.items() if _applies(name, params)}
+    return {name: d for name, d in every.items() if _applies(space, name, params)}
 
 
 def trial_params(space: SearchSpace, config: SpecConfig, *, flat: bool = False) -> dict[str, Any]:
@@ -139,14 +186,15 @@ def trial_params(space: SearchSpace, config: SpecConfig, *, flat: bool = False) 
     if flat:
         return _fold(space, config)
     dist = distributions(space, config)
-    return {k: v for k, v in config.to_params().items() if k in dist}
+    params = {**config.to_params(), **{name: getattr(config, name) for name in _DRAFTER_PARAMS}}
+    return {k: v for k, v in params.items() if k in dist}
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace, *, flat: bool = False) -> SpecConfig:
     params: dict[str, Any] = {}
     every = _flat_distributions(space) if flat else _all_distributions(space)
     for name, d in every.items():
-        if not flat and not _applies(name, params):
+        if not flat and not _applies(space, name, params):
             continue
         if isinstance(d, CategoricalDistribution):
             params[name] = trial.suggest_categorical(name, d.choices)
@@ -155,7 +203,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace, *, flat: bool = False) -> S
         else:
             assert isinstance(d, FloatDistribution)
             params[name] = trial.suggest_float(name, d.low, d.high, step=d.step)
-    return config_of(params, flat=flat)
+    return config_of(space, params, flat=flat)
 
 
 class OptunaStrategy:

@@ -1,6 +1,7 @@
 """Model-based search that uses what speculative decoding obeys.
 
-1. no drafting (the baseline) and, per drafting family (method x drafter file), one launch at
+1. no drafting (the baseline) and, per drafting family (method x drafter file x the drafter's
+   cache and weight quantization where searched), one launch at
    the longest draft: its per-position acceptance r_1..r_k predicts E[tokens per step] for
    every shorter draft-max without launching them;
 2. one more launch per family at a short draft fits the step time (alpha + beta * tokens),
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,6 +35,8 @@ from strategies.acceptance import (
 from strategies.base import Ask, Observation
 from strategies.factor_model import FactorFit, fit_factors
 
+# A drafting family: method, drafter file, the drafter's cache type and weight quantization.
+Family = tuple[str, str | None, str | None, str | None]
 FAMILY_TOP = 4  # predicted setups measured after the model is fitted
 KV_EFFORT = 3.0  # the KV screen measures longer: its effects are a few per cent
 CONFIRM_TOP = 3  # drafting settings whose KV combinations are re-measured
@@ -52,24 +56,31 @@ class SpecModelStrategy:
         self._plan: Iterator[SpecConfig] | None = None
 
     # -- setups ------------------------------------------------------------------------
-    def _config(self, method: str, n: int | None, p: float | None, drafter: str | None,
-                kv: tuple[str, str, str] | None = None) -> SpecConfig:
-        k, v, fa = kv or self._kv
-        return SpecConfig(method, n, p, drafter, k, v, fa)
+    def _config(self, family: Family, n: int | None, p: float | None,
+                draft_min: int | None = None) -> SpecConfig:
+        method, drafter, cache, quant = family
+        k, v, fa = self._kv
+        return self._space.settle(SpecConfig(
+            method, n, p, drafter, k, v, fa, draft_min=draft_min, draft_cache_type=cache,
+            draft_quantization=quant))
 
-    def _families(self) -> list[tuple[str, str | None]]:
-        families: list[tuple[str, str | None]] = []
+    def _families(self) -> list[Family]:
+        families: list[Family] = []
         for method in self._space.methods:
             if uses_drafter(method):
-                families += [(method, d) for d in self._space.drafters]
+                families += [(method, d, cache, quant) for d in self._space.drafters
+                             for cache, quant in self._space.drafter_extras()]
             elif drafts(method):
-                families.append((method, None))
+                families.append((method, None, None, None))
         return families
 
-    def _probe(self, family: tuple[str, str | None], n: int) -> SpecConfig:
-        method, drafter = family
+    def _probe(self, family: Family, n: int) -> SpecConfig:
+        """The family at draft-max ``n``, lowest p-min and n-min: nothing cut short, so the
+        per-position acceptance it reports holds for every position."""
+        drafter = family[1]
         p = self._space.p_min.values()[0] if drafter else None
-        return self._config(method, n, p, drafter)
+        n_min = self._space.draft_min_values(n)[0] if drafter else None
+        return self._config(family, n, p, n_min)
 
     # -- the model -----------------------------------------------------------------------
     def _baseline_step(self) -> float | None:
@@ -79,7 +90,7 @@ class SpecModelStrategy:
         return 1.0 / float(np.mean(valid)) if valid else None
 
     def _predictions(self) -> dict[SpecConfig, float]:
-        fits: dict[tuple[str, str | None], tuple[np.ndarray, float, float]] = {}
+        fits: dict[Family, tuple[np.ndarray, float, float]] = {}
         n_values = self._space.draft_max.values()
         for family in self._families():
             longest = self._ledger.by_key.get(self._probe(family, n_values[-1]).key, [])
@@ -100,9 +111,10 @@ class SpecModelStrategy:
                 fits[family] = (conditional, *fit_step_time(points))
         # An n-gram lookup costs next to nothing, so its slope is the verifier's alone; the
         # rest of a drafter family's slope is its drafter's cost per pass. Without one, split.
-        ngram = [beta for (method, drafter), (_, _, beta) in fits.items() if drafter is None]
+        ngram = [beta for family, (_, _, beta) in fits.items() if family[1] is None]
         predicted: dict[SpecConfig, float] = {}
-        for (method, drafter), (conditional, alpha, beta) in fits.items():
+        for family, (conditional, alpha, beta) in fits.items():
+            drafter = family[1]
             if drafter is None:
                 verifier_beta, drafter_beta = beta, 0.0
             else:
@@ -110,9 +122,11 @@ class SpecModelStrategy:
                 drafter_beta = beta - verifier_beta
             p_values = self._space.p_min.values() if drafter else [None]
             for n, p in itertools.product(n_values, p_values):
-                config = self._config(method, n, p, drafter)
-                predicted[config] = predict_tokens_per_second(
-                    conditional, n, p or 0.0, alpha, verifier_beta, drafter_beta)
+                for n_min in self._space.draft_min_values(n) if drafter else [None]:
+                    config = self._config(family, n, p, n_min)
+                    predicted[config] = predict_tokens_per_second(
+                        conditional, n, p or 0.0, alpha, verifier_beta, drafter_beta,
+                        n_min or 0)
         return predicted
 
     @staticmethod
@@ -131,17 +145,17 @@ class SpecModelStrategy:
     # -- the plan --------------------------------------------------------------------------
     def _stages(self) -> Iterator[list[SpecConfig]]:
         n_values = self._space.draft_max.values()
-        yield [self._config("none", None, None, None)]
+        yield [self._config(("none", None, None, None), None, None)]
         yield [self._probe(f, n_values[-1]) for f in self._families()]
         yield [self._probe(f, n_values[min(1, len(n_values) - 1)]) for f in self._families()]
         predicted = self._predictions()
         ranked = sorted(predicted, key=lambda c: -predicted[c])
         # Every family's own best too: two unlucky probes must not rule a drafter out.
-        family_best = {(c.method, c.drafter): c for c in reversed(ranked)}
+        family_best = {_family(c): c for c in reversed(ranked)}
         yield [*ranked[:FAMILY_TOP], *family_best.values()]
         leader = self.recommend()
         if leader is not None:
-            yield [_with_kv(leader, kv) for kv in self._space.kv_choices()]
+            yield [self._space.settle(_with_kv(leader, kv)) for kv in self._space.kv_choices()]
 
     def ask(self) -> Ask | None:
         if self._plan is None:
@@ -173,7 +187,8 @@ class SpecModelStrategy:
         """The best drafting settings crossed with every valid KV setting the fit can predict."""
         best = sorted(fit.levels[0], key=lambda d: -fit.main_effect(d))[:CONFIRM_TOP]
         example = {_levels(c)[0]: c for c in self._ledger.configs.values()}
-        configs = [_with_kv(example[d], kv) for d in best for kv in self._space.kv_choices()]
+        configs = [self._space.settle(_with_kv(example[d], kv))
+                   for d in best for kv in self._space.kv_choices()]
         return [c for c in configs if self._space.contains(c) and fit.knows(_levels(c))]
 
     def _confirm(self) -> Ask | None:
@@ -209,11 +224,16 @@ class SpecModelStrategy:
         self._ledger.add(observation)
 
 
+def _family(config: SpecConfig) -> Family:
+    return config.method, config.drafter, config.draft_cache_type, config.draft_quantization
+
+
 def _levels(config: SpecConfig) -> tuple[object, ...]:
     """The model's factors: the drafting setting, K cache, V cache, flash attention."""
-    drafting = (config.method, config.draft_max, config.p_min, config.drafter)
+    drafting = (*_family(config), config.draft_max, config.p_min, config.draft_min)
     return drafting, config.cache_type_k, config.cache_type_v, config.flash_attn
 
 
 def _with_kv(config: SpecConfig, kv: tuple[str, str, str]) -> SpecConfig:
-    return SpecConfig(config.method, config.draft_max, config.p_min, config.drafter, *kv)
+    k, v, fa = kv
+    return replace(config, cache_type_k=k, cache_type_v=v, flash_attn=fa)

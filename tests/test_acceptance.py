@@ -82,3 +82,33 @@ def test_moe_preset_reproduces_the_published_figures() -> None:
              for n in (1, 2, 3, 4)]
     assert int(np.argmax(curve)) == 0
     assert np.isclose(curve[0], 68, rtol=0.02)
+
+
+@given(acceptances, st.floats(min_value=0.0, max_value=0.95))
+def test_draft_min_drops_short_drafts_only(a: list[float], p: float) -> None:
+    n = len(a)
+    plain = expected_step(np.array(a), n, p)
+    assert np.allclose(expected_step(np.array(a), n, p, 1), plain)  # every draft has >= 1
+    steps = [expected_step(np.array(a), n, p, m) for m in range(0, n + 1)]
+    for (d1, e1), (d2, e2) in zip(steps, steps[1:], strict=False):
+        assert d2 <= d1 + 1e-9 and e2 <= e1 + 1e-9  # a higher floor drops more drafts
+        assert e2 >= 1.0 - 1e-12
+    if p == 0.0:  # without a confidence cut every draft is full length: nothing dropped
+        assert np.allclose(steps[-1], plain)
+
+
+def test_draft_min_matches_a_simulation_of_the_rule() -> None:
+    from strategies.acceptance import CONFIDENCE_CONCENTRATION as k
+
+    a, n, p = np.array([0.8, 0.7, 0.6, 0.5, 0.4, 0.4]), 6, 0.5
+    rng = np.random.default_rng(0)
+    q = rng.beta(a * k, (1 - a) * k, size=(100_000, n))
+    passed = q >= p
+    length = np.where(passed.all(1), n, np.argmin(passed, 1))
+    hits = (rng.random((100_000, n)) < q) & passed
+    accepted = np.minimum(np.where(hits.all(1), n, np.argmin(hits, 1)), length)
+    for n_min in (2, 3, 4):
+        kept = length >= n_min
+        drafted, emitted = expected_step(a, n, p, n_min)
+        assert abs(drafted - (length * kept).mean()) < 0.02
+        assert abs(emitted - 1 - (accepted * kept).mean()) < 0.02

@@ -6,6 +6,7 @@ gives tokens, TTFT and usage through the real prober code."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -35,9 +36,33 @@ def test_every_rendered_flag_is_documented(kind: str) -> None:
         params = {"method": method, "draft_max": 3, "p_min": 0.0, "drafter": "org/drafter",
                   "cache_type_k": backend.kv_types[-1], "cache_type_v": "auto",
                   "flash_attn": "on"}
+        # the drafter's own knobs, where this server has them
+        if "draft_quantizations" in backend.drafter_knobs:
+            params["draft_quantization"] = "fp8"
+        if "draft_cache_types" in backend.drafter_knobs:
+            params["draft_cache_type"] = backend.kv_types[-1]
         argv = backend.launch_argv(SETTINGS, SpecConfig.from_params(params))
         flags = {word for word in argv if word.startswith("--")}
         assert flags <= known, (method, flags - known)
+
+
+def test_vllm_speculative_config_keys_are_documented_and_carry_the_drafter_knobs() -> None:
+    text = (FIXTURES / "vllm-help.txt").read_text()
+    known = set(re.search(r"speculative-config keys: (.*)", text).group(1).split())
+    config = SpecConfig("draft-simple", 3, 0.0, "org/drafter", draft_cache_type="fp8",
+                        draft_quantization="fp8")
+    argv = get_backend("vllm").launch_argv(SETTINGS, config)
+    rendered = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert set(rendered) <= known
+    assert rendered["quantization"] == "fp8" and rendered["kv_cache_dtype"] == "fp8"
+    plain = get_backend("vllm").launch_argv(SETTINGS, SpecConfig("draft-simple", 3, 0.0, "d"))
+    assert "kv_cache_dtype" not in plain[plain.index("--speculative-config") + 1]
+
+
+def test_sglang_quantizes_the_drafter_at_load() -> None:
+    config = SpecConfig("draft-simple", 3, 0.0, "org/drafter", draft_quantization="fp8")
+    argv = get_backend("sglang").launch_argv(SETTINGS, config)
+    assert argv[argv.index("--speculative-draft-model-quantization") + 1] == "fp8"
 
 
 def test_vllm_counters_sum_engines_and_positions_start_at_zero() -> None:

@@ -156,3 +156,15 @@ def test_with_gpu_layers_the_drafter_is_offloaded_too() -> None:
         own, drafter)
     cpu = LaunchSettings("llama-server", "m.gguf", "127.0.0.1", 8080, 2048, 1)
     assert "--spec-draft-ngl" not in get_backend("llama.cpp").launch_argv(cpu, drafter)
+
+
+def test_llama_cpp_renders_the_drafters_own_knobs_and_sends_n_min_per_request() -> None:
+    backend = get_backend("llama.cpp")
+    config = SpecConfig("draft-simple", 6, 0.5, "d.gguf", "f16", "f16", "on", draft_min=2,
+                        draft_cache_type="q8_0")
+    argv = backend.launch_argv(SETTINGS, config)
+    assert argv[argv.index("--spec-draft-n-min") + 1] == "2"
+    assert argv[argv.index("-ctkd") + 1] == "q8_0" and argv[argv.index("-ctvd") + 1] == "q8_0"
+    assert backend.request_knobs(config)["speculative.n_min"] == 2
+    plain = backend.launch_argv(SETTINGS, SpecConfig("draft-simple", 6, 0.5, "d.gguf"))
+    assert "--spec-draft-n-min" not in plain and "-ctkd" not in plain  # the server's defaults

@@ -27,6 +27,21 @@ def parse(data: dict) -> object:
         ({"server": {"kind": "sglang"}, "space": {"cache_type_k": ["auto"], "cache_type_v": [
             "auto"], "flash_attn": ["auto", "off"]}}, "sglang has no flash-attention flag"),
         ({"finish": {"rounds": 6, "max_rounds": 4}}, "set max_rounds >= rounds"),
+        # each server kind declares its drafter knobs and its own flash-attention rule
+        ({"server": {"kind": "sglang"}, "space": {
+            "cache_type_k": ["auto"], "cache_type_v": ["auto"], "methods": ["draft-simple"],
+            "drafters": ["org/d"], "draft_min": {"low": 0, "high": 2}}},
+         "space.draft_min: sglang has no such drafter knob"),
+        ({"space": {"methods": ["draft-simple"], "drafters": ["d.gguf"],
+                    "draft_quantizations": ["fp8"]}},
+         "space.draft_quantizations: llama.cpp has no such drafter knob"),
+        ({"space": {"methods": ["ngram-mod"], "draft_min": {"low": 0, "high": 2}}},
+         "apply to drafter methods only"),
+        ({"space": {"methods": ["draft-simple"], "drafters": ["d.gguf"],
+                    "draft_cache_types": ["q4_0"], "flash_attn": ["off"]}},
+         "'q4_0' as a V cache needs flash attention on with llama.cpp"),
+        ({"space": {"methods": ["draft-simple"], "drafters": ["d.gguf"],
+                    "draft_cache_types": ["q9_9"]}}, "space.draft_cache_types: unknown KV"),
     ],
 )
 def test_bad_specs_name_the_key_and_the_fix(data: dict, expected: str) -> None:
@@ -58,3 +73,14 @@ def test_default_spec_is_valid() -> None:
     spec = load_spec(default_spec_path())
     assert spec.search.trials >= 12
     assert len(spec.space.to_space().grid()) > 100
+
+
+def test_the_flash_attention_rule_is_the_servers() -> None:
+    llama = parse({"space": {"cache_type_v": ["q8_0"]}})
+    assert all(c.flash_attn == "on" for c in llama.search_space().grid())
+    vllm = parse({"server": {"kind": "vllm"}, "space": {
+        "cache_type_k": ["fp8"], "cache_type_v": ["auto"], "methods": ["draft-simple"],
+        "drafters": ["org/d"], "draft_cache_types": ["fp8"], "draft_quantizations": ["fp8"]}})
+    space = vllm.search_space()
+    assert not space.quantized_v_needs_flash_attn
+    assert {c.draft_quantization for c in space.grid() if c.drafter} == {"fp8"}

@@ -18,6 +18,7 @@ from autotune.space import BASELINE, SpecConfig
 
 SETUPS = [
     SpecConfig("draft-simple", 4, 0.5, "/m/d.gguf"),
+    SpecConfig("draft-simple", 6, 0.3, "/m/d.gguf", draft_min=2, draft_cache_type="q8_0"),
     SpecConfig("draft-mtp", 3, 0.0, "/m/mtp.gguf"),
     SpecConfig("ngram-mod", 12),
     SpecConfig("ngram-simple", 6),
@@ -32,6 +33,10 @@ def test_new_grammar_renders_one_spec_type_per_setup(config: SpecConfig) -> None
     assert len(values) == 1 and NEW_GRAMMAR.match(values[0]), values
     assert f"n_max={config.draft_max}" in values[0]
     assert not any(w.startswith("--draft") or w == "-mtp" for w in argv)  # rejected there
+    if config.draft_min is not None:
+        assert f"n_min={config.draft_min}" in values[0]
+    if config.draft_cache_type is not None:
+        assert argv[argv.index("-ctvd") + 1] == config.draft_cache_type
 
 
 @pytest.mark.parametrize("config", SETUPS, ids=lambda c: c.method)
@@ -40,6 +45,8 @@ def test_old_grammar_always_passes_the_length_and_p_min(config: SpecConfig) -> N
     assert argv[argv.index("--draft-max") + 1] == str(config.draft_max)
     if config.p_min is not None:
         assert argv[argv.index("--draft-p-min") + 1] == f"{config.p_min:g}"
+    if config.draft_min is not None:
+        assert argv[argv.index("--draft-min") + 1] == str(config.draft_min)
     assert not any(":" in w for w in argv if not w.startswith("/"))
 
 

@@ -94,6 +94,44 @@ def test_p_min_reaches_the_server(real_binary: str, real_model: str, real_drafte
     assert picky < eager
 
 
+def test_n_min_reaches_the_server(real_binary: str, real_model: str, real_drafter: str,
+                                  tmp_path: Path, free_port: int) -> None:
+    # With a high p-min some drafts stop early; n-min drops the ones shorter than itself,
+    # so every draft that reaches the verifier is at least that long.
+    loose = drafted_per_draft(real_binary, real_model,
+                              SpecConfig("draft-simple", 8, 0.9, real_drafter, draft_min=0),
+                              free_port, tmp_path)
+    floor = drafted_per_draft(real_binary, real_model,
+                              SpecConfig("draft-simple", 8, 0.9, real_drafter, draft_min=6),
+                              launcher_free_port(), tmp_path)
+    assert floor >= 6.0 - 1e-9
+    assert floor > loose  # the knob moved what the server reports
+
+
+def test_the_drafters_cache_type_reaches_the_server(real_binary: str, real_model: str,
+                                                    real_drafter: str, tmp_path: Path,
+                                                    free_port: int) -> None:
+    config = SpecConfig("draft-simple", 4, 0.0, real_drafter, flash_attn="on",
+                        draft_cache_type="q8_0")
+    # -lv 4: the server logs each context's cache types only at this verbosity
+    settings = LaunchSettings(binary=real_binary, model=real_model, host="127.0.0.1",
+                              port=free_port, ctx_size=1024, parallel=1, threads=2,
+                              extra_args=("-lv", "4"))
+    argv = get_backend("llama.cpp").launch_argv(settings, config)
+    log = tmp_path / "draft-kv.log"
+    server = start_server(argv, base_url=f"http://127.0.0.1:{free_port}", log_path=log)
+    try:
+        wait_healthy(server, health_path="/health", timeout_s=60,
+                     error_line=get_backend("llama.cpp").startup_error)
+    finally:
+        server.stop()
+    caches = [line for line in log.read_text(errors="replace").splitlines()
+              if "llama_kv_cache" in line and " K (" in line]
+    # the verifier's cache stays f16, the drafter's is q8_0: the server says so per context
+    assert any("K (f16)" in line for line in caches), caches
+    assert any("K (q8_0)" in line and "V (q8_0)" in line for line in caches), caches
+
+
 def fault_spec(write_spec: Callable[..., Path], tmp_path: Path, real_binary: str,
                monkeypatch: pytest.MonkeyPatch, fail: str, die: str = "", workers: str = "",
                **sections: dict) -> Path:

@@ -41,8 +41,9 @@ def test_a_small_study_on_the_fork_keeps_servers_and_measures_its_tuner(
         server={"kind": "ik_llama.cpp", "binary": ik_binary},
         space={"methods": ["none", "ngram-mod", "draft-simple"], "drafters": [real_drafter],
                "draft_max": {"low": 2, "high": 4, "step": 2},
-               "p_min": {"low": 0.0, "high": 0.5, "step": 0.5}},
-        search={"strategy": "grid", "trials": 7},
+               "p_min": {"low": 0.0, "high": 0.5, "step": 0.5},
+               "draft_min": {"low": 0, "high": 2, "step": 2}},
+        search={"strategy": "grid", "trials": 11},
         workload={"quality_prompts": 0})
     result = CliRunner().invoke(app, ["tune", str(spec)])
     out = result.stdout
@@ -58,4 +59,6 @@ def test_a_small_study_on_the_fork_keeps_servers_and_measures_its_tuner(
     assert drafting and all(t.summary[0]["acceptance"] is not None for t in drafting)
     launched = {t.launch_seconds for t in drafting if t.phase == "search"}
     assert 0.0 in launched  # some drafter trials reused a running server
+    # n-min is searched too, in the kept server's requests
+    assert {t.config.draft_min for t in drafting if t.phase == "search"} == {0, 2}
     assert not server_processes()

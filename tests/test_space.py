@@ -49,9 +49,51 @@ def test_params_round_trip(config: SpecConfig) -> None:
     assert SpecConfig.from_params(config.to_params()).key == config.key
 
 
-def test_quantized_v_forces_flash_attention() -> None:
+def test_quantized_v_forces_flash_attention_where_the_server_says_so() -> None:
     config = SpecConfig.from_params({"method": "none", "cache_type_v": "q8_0", "flash_attn": "off"})
-    assert config.flash_attn == "on"
+    assert SPACE.settle(config).flash_attn == "on"  # llama.cpp's rule
+    no_rule = SearchSpace(cache_type_v=("q8_0",), flash_attn=("off",),
+                          quantized_v_needs_flash_attn=False)
+    assert no_rule.settle(config) == config
+    assert no_rule.contains(config) and not SPACE.contains(config)
+
+
+DRAFTER_KNOBS = SearchSpace(
+    methods=("none", "draft-simple"), draft_max=IntRange(1, 4, 3), p_min=FloatRange(0.0, 0.5, 0.5),
+    drafters=("a.gguf",), draft_min=IntRange(0, 2, 2), draft_cache_types=(None, "q8_0"),
+    flash_attn=("auto", "off"),
+)
+
+
+def test_draft_min_exists_only_up_to_draft_max() -> None:
+    grid = DRAFTER_KNOBS.grid()
+    drafting = [c for c in grid if c.method == "draft-simple"]
+    assert {c.draft_min for c in drafting if c.draft_max == 1} == {0}
+    assert {c.draft_min for c in drafting if c.draft_max == 4} == {0, 2}
+    assert all(c.draft_min is None for c in grid if c.method == "none")
+    assert all(DRAFTER_KNOBS.contains(c) for c in grid)
+
+
+def test_a_quantized_drafter_cache_forces_flash_attention() -> None:
+    grid = DRAFTER_KNOBS.grid()
+    assert all(c.flash_attn == "on" for c in grid if c.draft_cache_type == "q8_0")
+    assert {c.flash_attn for c in grid if c.draft_cache_type is None} == {"auto", "off"}
+
+
+@given(st.sampled_from(DRAFTER_KNOBS.grid()))
+def test_drafter_knobs_round_trip(config: SpecConfig) -> None:
+    assert SpecConfig.from_params(config.to_params()) == config
+
+
+def test_drafter_knobs_only_for_drafter_methods() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="drafter methods"):
+        SpecConfig("ngram-mod", 4, draft_min=2)
+    with pytest.raises(ValueError, match="draft_min"):
+        SpecConfig("draft-simple", 2, 0.5, "a.gguf", draft_min=3)
+    # a fixed setup's key stays what it was before these knobs existed
+    assert "draft_min" not in SpecConfig("draft-simple", 2, 0.5, "a.gguf").key
 
 
 def test_simplicity_prefers_no_drafter_then_fewer_tokens() -> None:

@@ -134,7 +134,7 @@ def test_optuna_parameters_round_trip_both_encodings() -> None:
 
     for config in SPACE.grid():
         for flat in (False, True):
-            assert config_of(trial_params(SPACE, config, flat=flat), flat=flat) == config
+            assert config_of(SPACE, trial_params(SPACE, config, flat=flat), flat=flat) == config
 
 
 @pytest.mark.skipif(not available("gp"), reason="gp: optional dependency not installed")
@@ -164,3 +164,40 @@ def test_setups_that_broke_a_limit_are_never_recommended(name: str) -> None:
         strategy.tell(Observation(ask.config, toy_speed(ask.config), feasible, effort=ask.effort))
     pick = strategy.recommend()
     assert pick is not None and pick.method != "ngram-mod"
+
+
+# The drafter's own knobs: n-min, its KV cache type (forcing flash attention on when
+# quantized, llama.cpp's rule) and a load-time weight quantization (vLLM, SGLang).
+KNOBS_SPACE = SearchSpace(
+    methods=("none", "draft-simple"), draft_max=IntRange(1, 4, 3), p_min=FloatRange(0.0, 0.6, 0.6),
+    drafters=("q8.gguf",), draft_min=IntRange(0, 4, 2), draft_cache_types=(None, "q8_0"),
+    draft_quantizations=(None, "fp8"), flash_attn=("auto", "off"),
+)
+
+
+def knob_speed(config: SpecConfig) -> float:
+    return toy_speed(config) + (config.draft_min or 0) + 3 * (config.draft_cache_type == "q8_0")
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_drafter_knobs_are_searched_within_the_space(name: str) -> None:
+    strategy = create_strategy(name, KNOBS_SPACE, seed=0, budget=20)
+    strategy.tell(Observation(BASELINE, knob_speed(BASELINE), True))
+    seen = set()
+    for _ in range(20):
+        ask = strategy.ask()
+        if ask is None:
+            break
+        assert KNOBS_SPACE.contains(ask.config), ask.config
+        seen.add((ask.config.draft_min, ask.config.draft_cache_type))
+        strategy.tell(Observation(ask.config, knob_speed(ask.config), True, effort=ask.effort))
+    assert len(seen) > 1
+
+
+def test_optuna_parameters_round_trip_with_drafter_knobs() -> None:
+    from strategies.optuna_sampler import config_of, trial_params
+
+    for config in KNOBS_SPACE.grid():
+        for flat in (False, True):
+            params = trial_params(KNOBS_SPACE, config, flat=flat)
+            assert config_of(KNOBS_SPACE, params, flat=flat) == config

@@ -108,6 +108,10 @@ class Backend(Protocol):
     # Constraints of this server kind, checked with the spec (not hard-coded elsewhere):
     kv_one_dtype: bool  # one dtype for K and V (vLLM, SGLang: --kv-cache-dtype)
     flash_attn_knob: bool  # has a flash-attention on/off flag
+    quantized_v_needs_flash_attn: bool  # refuses a quantized V cache without flash attention
+    # The drafter's own knobs it has, as space keys: "draft_min", "draft_cache_types",
+    # "draft_quantizations".
+    drafter_knobs: tuple[str, ...]
 
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
         """The full argument list (binary first) that starts this setup."""

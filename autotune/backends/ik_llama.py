@@ -21,6 +21,7 @@ import functools
 import re
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 
 from autotune.backends.base import LaunchSettings
 from autotune.backends.llama_cpp import LlamaCppBackend
@@ -82,6 +83,7 @@ class IkLlamaBackend(LlamaCppBackend):
     kv_flags: tuple[str, str, str] = ("-ctk", "-ctv", "-fa")
     draft_gpu_flags: tuple[str, ...] = ("-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft")
     has_server_tuner = True  # --spec-autotune
+    draft_min_flag = "--draft-min"
 
     def config_argv(self, config: SpecConfig, syntax: str = "old") -> list[str]:
         argv = self.cache_argv(config)
@@ -94,9 +96,12 @@ class IkLlamaBackend(LlamaCppBackend):
             argv += ["-md", config.drafter]
         if syntax == "new":
             keys = [f"n_max={config.draft_max}"]
+            if config.draft_min is not None:
+                keys.append(f"n_min={config.draft_min}")
             if config.p_min is not None:
                 keys.append(f"p_min={config.p_min:g}")
-            return argv + ["--spec-type", f"{NEW_TYPES[config.method]}:{','.join(keys)}"]
+            return argv + self.drafter_argv(replace(config, draft_min=None)) + [
+                "--spec-type", f"{NEW_TYPES[config.method]}:{','.join(keys)}"]
         if config.method == "draft-mtp":
             argv.append("-mtp")
         elif not uses_drafter(config.method):
@@ -104,7 +109,7 @@ class IkLlamaBackend(LlamaCppBackend):
         argv += ["--draft-max", str(config.draft_max)]
         if config.p_min is not None:  # always explicit: the default moved between builds
             argv += ["--draft-p-min", f"{config.p_min:g}"]
-        return argv
+        return argv + self.drafter_argv(config)
 
     def launch_argv(self, launch: LaunchSettings, config: SpecConfig) -> list[str]:
         extra = list(launch.extra_args)

@@ -94,6 +94,11 @@ class LlamaCppBackend:
     has_server_tuner = False
     kv_one_dtype = False
     flash_attn_knob = True
+    # "quantized V cache requires flash_attn to be enabled", exit 1: the drafter's cache too.
+    quantized_v_needs_flash_attn = True
+    drafter_knobs: tuple[str, ...] = ("draft_min", "draft_cache_types")
+    # --spec-draft-n-min; the drafter's KV types (-ctkd/-ctvd, short forms both builds take).
+    draft_min_flag = "--spec-draft-n-min"
     # The body keys exist; this build compiles them out (`#if 0`). The probe says which.
     per_request_knobs = True
     chat_path = "/v1/chat/completions"
@@ -138,6 +143,16 @@ class LlamaCppBackend:
         if uses_drafter(config.method):
             assert config.drafter is not None and config.p_min is not None
             argv += ["--spec-draft-model", config.drafter, "--spec-draft-p-min", f"{config.p_min:g}"]
+            argv += self.drafter_argv(config)
+        return argv
+
+    def drafter_argv(self, config: SpecConfig) -> list[str]:
+        """The drafter's own knobs, where the setup sets them (else the server's default)."""
+        argv: list[str] = []
+        if config.draft_min is not None:
+            argv += [self.draft_min_flag, str(config.draft_min)]
+        if config.draft_cache_type is not None:
+            argv += ["-ctkd", config.draft_cache_type, "-ctvd", config.draft_cache_type]
         return argv
 
     @staticmethod
@@ -202,4 +217,6 @@ class LlamaCppBackend:
         knobs: dict[str, float | int] = {"speculative.n_max": config.draft_max}
         if config.p_min is not None:
             knobs["speculative.p_min"] = config.p_min
+        if config.draft_min is not None:
+            knobs["speculative.n_min"] = config.draft_min
         return knobs

@@ -35,6 +35,8 @@ class SglangBackend(ServerWithoutLogFeatures):
     has_server_tuner = False
     kv_one_dtype = True
     flash_attn_knob = False
+    quantized_v_needs_flash_attn = False
+    drafter_knobs: tuple[str, ...] = ("draft_quantizations",)
     per_request_knobs = False
     chat_path = "/v1/chat/completions"
     completion_path: str | None = None
@@ -60,6 +62,8 @@ class SglangBackend(ServerWithoutLogFeatures):
             ]
         if uses_drafter(config.method):
             argv += ["--speculative-draft-model-path", str(config.drafter)]
+            if config.draft_quantization is not None:
+                argv += ["--speculative-draft-model-quantization", config.draft_quantization]
         return argv + ["--enable-metrics", *launch.extra_args]
 
     def parse_timings(self, payload: Mapping[str, Any]) -> ServerTimings | None:

@@ -46,6 +46,10 @@ class VllmBackend(ServerWithoutLogFeatures):
     has_server_tuner = False
     kv_one_dtype = True
     flash_attn_knob = False
+    quantized_v_needs_flash_attn = False
+    # speculative-config "quantization" (draft weights) and "kv_cache_dtype" (the draft's
+    # KV cache; it inherits the target's when left out).
+    drafter_knobs: tuple[str, ...] = ("draft_cache_types", "draft_quantizations")
     per_request_knobs = False
     chat_path = "/v1/chat/completions"
     completion_path: str | None = None
@@ -67,6 +71,10 @@ class VllmBackend(ServerWithoutLogFeatures):
             }
             if uses_drafter(config.method):
                 speculative["model"] = config.drafter
+                if config.draft_quantization is not None:
+                    speculative["quantization"] = config.draft_quantization
+                if config.draft_cache_type is not None:
+                    speculative["kv_cache_dtype"] = config.draft_cache_type
             if config.method == "ngram-simple":
                 speculative["prompt_lookup_max"] = 4
             argv += ["--speculative-config", json.dumps(speculative, sort_keys=True)]

@@ -37,6 +37,7 @@ def build_parser(banner: str) -> argparse.ArgumentParser:
     for name in ("simple", "map-k", "map-k4v"):
         parser.add_argument(f"--spec-ngram-{name}-size-m", type=int, default=48)
     parser.add_argument("--spec-draft-p-min", "--draft-p-min", type=float, default=0.75)
+    parser.add_argument("--spec-draft-n-min", "--draft-min", type=int, default=None)
     parser.add_argument("-md", "--spec-draft-model", "--model-draft", default=None)
     parser.add_argument("--metrics", action="store_true")
     return parser
@@ -65,6 +66,8 @@ def config_from(args: argparse.Namespace, landscape: Landscape) -> SpecConfig:
         lengths.get(method, args.spec_draft_n_max) if drafts(method) else None,
         args.spec_draft_p_min if uses_drafter(method) else None,
         drafter, args.cache_type_k, args.cache_type_v, flash,
+        draft_min=(min(args.spec_draft_n_min, lengths.get(method, args.spec_draft_n_max))
+                   if uses_drafter(method) and args.spec_draft_n_min is not None else None),
     )
     if fails_to_start(landscape, config):
         _fail(f"failed to create the draft context for '{args.spec_draft_model}': out of "

@@ -116,7 +116,7 @@ def true_tokens_per_second(landscape: Landscape, config: SpecConfig) -> float:
         return base
     assert config.draft_max is not None
     acceptance, p_min, cost = drafting_profile(landscape, config)
-    drafted, emitted = expected_step(acceptance, config.draft_max, p_min)
+    drafted, emitted = expected_step(acceptance, config.draft_max, p_min, config.draft_min or 0)
     passes = drafter_passes(acceptance, config.draft_max, p_min)
     any_drafted = float(position_terms(acceptance[:1], p_min)[0][0])
     extra = landscape.kv_slope.get(config.cache_type_k, 0.0) + landscape.kv_slope.get(
@@ -145,8 +145,8 @@ def _exact(landscape: Landscape, config: SpecConfig) -> tuple[float, np.ndarray,
         r, ratio = np.zeros(0), None
         if drafts(config.method) and config.draft_max:
             a, p_min, _ = drafting_profile(landscape, config)
-            r = unconditional_acceptance(a, config.draft_max, p_min)
-            drafted, emitted = expected_step(a, config.draft_max, p_min)
+            r = unconditional_acceptance(a, config.draft_max, p_min, config.draft_min or 0)
+            drafted, emitted = expected_step(a, config.draft_max, p_min, config.draft_min or 0)
             ratio = (emitted - 1.0) / drafted if drafted > 1e-9 else None
         _EXACT[key] = (landscape, true_tokens_per_second(landscape, config), r, ratio)
     return _EXACT[key][1:]

@@ -100,6 +100,8 @@ class SimulatedServer:
             # One uniform per position decides both events, so accepted implies drafted;
             # drafting stops at the first low-confidence token, acceptance at the first miss.
             drafted = int(np.argmin(row < survive)) if not (row < survive).all() else n
+            if drafted < (self.config.draft_min or 0):
+                drafted = 0  # a draft shorter than n-min is dropped unverified
             accepted_mask = row[:drafted] < accepted_p[:drafted]
             accepted = int(np.argmin(accepted_mask)) if not accepted_mask.all() else drafted
             for i in range(accepted):

@@ -21,8 +21,12 @@ from functools import cached_property
 from typing import Any
 
 NO_DRAFT = "none"
-DRAFTER_METHODS = ("draft-simple", "draft-mtp", "draft-eagle3", "draft-dflash", "draft-dspark")
-NGRAM_METHODS = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache")
+# llama.cpp's names; each backend lists the ones its server has. draft-eagle (EAGLE-1) and
+# suffix (suffix decoding, model-free) exist on vLLM (and suffix on newer ik builds) only.
+DRAFTER_METHODS = ("draft-simple", "draft-mtp", "draft-eagle3", "draft-dflash", "draft-dspark",
+                   "draft-eagle")
+NGRAM_METHODS = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache",
+                 "suffix")
 METHODS = (NO_DRAFT, *DRAFTER_METHODS, *NGRAM_METHODS)
 # KV cache types mainline llama.cpp accepts for -ctk/-ctv.
 KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")

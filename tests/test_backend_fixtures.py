@@ -100,3 +100,24 @@ def test_a_recorded_stream_goes_through_the_prober(kind: str) -> None:
     sample = asyncio.run(send())
     assert sample.error is None and sample.generated_tokens == 5  # from usage, not chunks
     assert sample.prompt_tokens == 12 and sample.ttft_s is not None
+
+
+def test_every_rendered_method_name_is_documented() -> None:
+    vllm_text = (FIXTURES / "vllm-help.txt").read_text()
+    vllm_methods = set(re.search(r"speculative-config methods: (.*)", vllm_text).group(1).split())
+    sglang_text = (FIXTURES / "sglang-help.txt").read_text()
+    sglang_methods = set(re.search(r"--speculative-algorithm \{(.*)\}", sglang_text)
+                         .group(1).split(","))
+    for kind, documented in (("vllm", vllm_methods), ("sglang", sglang_methods)):
+        backend = get_backend(kind)
+        assert {"draft-eagle", "draft-eagle3"} <= set(backend.methods)
+        for method in backend.methods[1:]:
+            config = SpecConfig.from_params({"method": method, "draft_max": 3, "p_min": 0.0,
+                                             "drafter": "org/drafter"})
+            argv = backend.launch_argv(SETTINGS, config)
+            if kind == "vllm":
+                name = json.loads(argv[argv.index("--speculative-config") + 1])["method"]
+            else:
+                name = argv[argv.index("--speculative-algorithm") + 1]
+            assert name in documented, (kind, method, name)
+    assert "suffix" in get_backend("vllm").methods

@@ -50,7 +50,8 @@ NGRAM_LENGTH_FLAGS = {
     "ngram-map-k4v": "--spec-ngram-map-k4v-size-m",
 }
 # ngram-cache drafts a fixed 8 tokens from lookup-cache files: no length knob to search.
-SEARCHABLE_METHODS = tuple(m for m in METHODS if m != "ngram-cache")
+# EAGLE-1 and suffix decoding are other servers' methods.
+SEARCHABLE_METHODS = tuple(m for m in METHODS if m not in ("ngram-cache", "draft-eagle", "suffix"))
 # ngram-mod drops a draft shorter than n-min; the server's own default keeps n-min at 3/4 of
 # n-max (48 of 64), and so do we at every length we search.
 NGRAM_MOD_MIN_SHARE = 0.75

@@ -21,6 +21,7 @@ from autotune.space import SpecConfig, drafts, kv_is_quantized, uses_drafter
 
 _ALGORITHMS = {
     "draft-simple": "STANDALONE",
+    "draft-eagle": "EAGLE",
     "draft-eagle3": "EAGLE3",
     "draft-mtp": "NEXTN",
     "ngram-simple": "NGRAM",

@@ -32,8 +32,10 @@ _METRIC_NAMES = {
 _METHOD_NAMES = {
     "draft-simple": "draft_model",
     "draft-mtp": "mtp",
+    "draft-eagle": "eagle",
     "draft-eagle3": "eagle3",
     "ngram-simple": "ngram",
+    "suffix": "suffix",  # suffix decoding: model-free, num_speculative_tokens caps a draft
 }
 
 

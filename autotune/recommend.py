@@ -4,9 +4,10 @@ The decision is a pure function of the finish's interleaved rounds, analysed in 
 of every setup ran on the same prompts within minutes, so the per-round ratio cancels what the
 machine did to that round):
 
-- a drafting setup is recommended only when it is shown faster than the best no-drafting setup
-  measured, with Holm's procedure over the drafting finalists (and the caller's Bonferroni share
-  over looks), so the family-wise false-win rate stays at ``alpha``;
+- a drafting setup is recommended only when it is shown faster than the no-drafting setup that
+  would be deployed instead (the server's defaults, unless another no-drafting setting was shown
+  faster than them), with Holm's procedure over the drafting finalists (and the caller's
+  Bonferroni share over looks), so the family-wise false-win rate stays at ``alpha``;
 - "tie" is claimed only when the ratio's confidence interval lies inside the practical margin
   (``min_gain``) both ways; not being shown different is not equivalence. Among setups shown
   equivalent the cheapest and safest wins (``SpecConfig.simplicity``); otherwise the better
@@ -55,7 +56,9 @@ class Decision:
     noise: float | None = None  # relative spread of one reading on this machine
     rounds: int = 0
     leader: SpecConfig | None = None  # the best drafting median, when it was not recommended
-    versus_leader: PairedRatio | None = None  # leader against the best no-drafting setup
+    versus_leader: PairedRatio | None = None  # leader against the no-drafting pick
+    # The comparison the verdict rests on: the pick against the no-drafting setup it beat.
+    versus_judged: PairedRatio | None = None
     rounds_needed: int | None = None  # about how many rounds would show the leader's lead
     note: str = ""  # a caller's addition (limits, failures) to the explanation
     needs_more: bool = False  # more rounds could change this decision
@@ -89,7 +92,7 @@ class Decision:
         return text + (f"; {self.note}" if self.note else "")
 
     def _ahead_text(self) -> str:
-        versus = self.versus_best_no_drafting or self.versus_baseline
+        versus = self.versus_judged or self.versus_best_no_drafting or self.versus_baseline
         if versus is None:
             return "ahead of no drafting"
         return (f"ahead of no drafting: x{versus.ratio:.2f} per round "
@@ -151,10 +154,15 @@ def decide(
             pick, verdict, medians[pick], baseline_tokens_per_second=medians.get(baseline),
             versus_baseline=versus(pick, baseline) if baseline in no_draft else None,
             best_no_drafting=reference, versus_best_no_drafting=versus(pick, reference),
-            noise=noise, rounds=used, confidence=sure(pick), **extra,
+            noise=noise, rounds=used, confidence=sure(pick),
+            versus_judged=versus(pick, no_draft_pick) if drafts(pick.method) else None, **extra,
         )
 
-    comparisons = {c: versus(c, reference) for c in drafting}
+    # Drafting is judged against the no-drafting setup we would deploy instead: the server's
+    # defaults unless another no-drafting setting was shown faster. The fastest-looking one is
+    # the best of several noisy medians; judged against it, identical no-drafting setups
+    # (flash attention off and auto where it changes nothing) made real gains look unproven.
+    comparisons = {c: versus(c, no_draft_pick) for c in drafting}
     shown = {c for c in holm({c: r.p_greater for c, r in comparisons.items()}, alpha)
              if comparisons[c].ahead(min_gain)}
     if not shown:

@@ -81,6 +81,23 @@ def test_a_better_no_drafting_setting_is_compared_and_reported() -> None:
     assert 1.1 < decision.versus_baseline.ratio < 1.25
 
 
+def test_drafting_is_judged_against_the_no_drafting_setup_it_would_replace() -> None:
+    # Two no-drafting settings that are the same server behaviour: the one that read higher by
+    # chance is not shown faster than the server's defaults, so drafting is judged against
+    # the defaults (what would be deployed instead), and its gain over them is shown.
+    rounds = {NGRAM8: [66.0, 67.0, 66.5, 67.5], BASELINE: [60.0, 61.0, 60.5, 61.0],
+              FA_OFF: [63.0, 59.5, 64.0, 60.0]}
+    decision = decide(rounds, simplicity=simplicity)
+    assert decision.best_no_drafting == FA_OFF  # the best-looking one, still reported
+    assert decision.verdict == "ahead" and decision.config == NGRAM8
+    assert decision.versus_judged is not None and decision.versus_judged.low > 1.0
+    assert "ahead of no drafting: x1.10" in decision.explain()
+    # and when another no-drafting setting is shown faster, drafting must beat that one
+    shown = {NGRAM8: [66.0, 67.0, 66.5, 67.5], BASELINE: [60.0, 61.0, 60.5, 61.0],
+             FA_OFF: [66.5, 67.0, 66.8, 67.2]}
+    assert decide(shown, simplicity=simplicity).config == FA_OFF
+
+
 def test_a_missing_round_keeps_the_rest_paired() -> None:
     rounds = {NGRAM8: [80, float("nan"), 79, 81, 80], BASELINE: [50, 51, 49, 50, 50]}
     decision = decide(rounds, simplicity=simplicity)

@@ -21,10 +21,7 @@ from autotune.space_spec import SpaceSpec, SpecModel, check_space_fits
 SERVER_KINDS = ("llama.cpp", "ik_llama.cpp", "vllm", "sglang")
 
 
-_Model = SpecModel
-
-
-class ServerSpec(_Model):
+class ServerSpec(SpecModel):
     kind: Literal["llama.cpp", "ik_llama.cpp", "vllm", "sglang"] = "llama.cpp"
     binary: str = "embedded"
     model: str = "embedded:gemma3-270m"
@@ -38,7 +35,7 @@ class ServerSpec(_Model):
     startup_timeout_s: Annotated[float, Field(gt=0)] = 180.0
 
 
-class WorkloadSpec(_Model):
+class WorkloadSpec(SpecModel):
     files: list[str] = ["embedded:mixed"]
     concurrency: list[Annotated[int, Field(ge=1)]] = [1]
     warmup_requests: Annotated[int, Field(ge=0)] = 1
@@ -50,7 +47,7 @@ class WorkloadSpec(_Model):
     quality_prompts: Annotated[int, Field(ge=0)] = 8
 
 
-class LimitsSpec(_Model):
+class LimitsSpec(SpecModel):
     ttft_p95_ms: Annotated[float, Field(gt=0)] | None = None
     tpot_p95_ms: Annotated[float, Field(gt=0)] | None = None
     e2e_p95_ms: Annotated[float, Field(gt=0)] | None = None
@@ -60,7 +57,7 @@ class LimitsSpec(_Model):
     max_quality_loss: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
-class SearchSpec(_Model):
+class SearchSpec(SpecModel):
     strategy: str = "spec-model"
     trials: Annotated[int, Field(ge=1)] = 16
     seed: int = 0
@@ -69,7 +66,7 @@ class SearchSpec(_Model):
     reuse_launches: bool = True
 
 
-class FinishSpec(_Model):
+class FinishSpec(SpecModel):
     """The noise-aware finish: re-measure the best setups interleaved before recommending."""
 
     finalists: Annotated[int, Field(ge=0)] = 2
@@ -94,11 +91,11 @@ class FinishSpec(_Model):
         return self
 
 
-class StoreSpec(_Model):
+class StoreSpec(SpecModel):
     path: str = "autotune.db"
 
 
-class GateSpec(_Model):
+class GateSpec(SpecModel):
     """The CI regression gate (``autotune gate``): the pinned setup and how strict to be."""
 
     # The pinned setup's parameters (as `autotune show --json` prints them under "params");
@@ -136,7 +133,7 @@ class GateSpec(_Model):
         return self
 
 
-class SidecarSpec(_Model):
+class SidecarSpec(SpecModel):
     """``autotune sidecar``: the live server it watches and what it may do about drift."""
 
     server_url: str | None = None  # the live server, e.g. http://127.0.0.1:8080 (--server)
@@ -155,7 +152,7 @@ class SidecarSpec(_Model):
     apply_command: list[str] = []
 
 
-class TuneSpec(_Model):
+class TuneSpec(SpecModel):
     name: str | None = None
     server: ServerSpec = ServerSpec()
     space: SpaceSpec = SpaceSpec()

@@ -248,8 +248,8 @@ class Tuner:
         return self.pool.use(key, lambda: self.running(launch, trial_id, number))
 
     def _probe_knobs(self, launched: Launched, high: int) -> None:
-        """Once per study, on the first drafter launch: say whether draft-max, n-min and p-min can
-        be tried without restarts."""
+        """Once per study, on the first drafter launch: say whether draft-max, n-min and
+        p-min can be tried without restarts."""
         if self.knobs_probed or not self.backend.per_request_knobs or high < 2:
             return
         self.knobs_probed = True

@@ -148,6 +148,11 @@ class SpecConfig:
             draft_quantization=extra("draft_quantization"),
         )
 
+    def without_drafting(self) -> SpecConfig:
+        """The same server setup (KV cache, flash attention) with no drafting at all."""
+        return SpecConfig(cache_type_k=self.cache_type_k, cache_type_v=self.cache_type_v,
+                          flash_attn=self.flash_attn)
+
     def describe(self) -> str:
         """A short human label, e.g. ``draft-simple n=3 p=0.6 q4_0.gguf | kv q8_0/q8_0 fa``."""
         parts = [self.method]

@@ -102,3 +102,13 @@ def test_simplicity_prefers_no_drafter_then_fewer_tokens() -> None:
     drafter = SpecConfig("draft-simple", 1, 0.5, "a.gguf")
     ranked = sorted([drafter, ngram6, BASELINE, ngram2], key=lambda c: c.simplicity())
     assert ranked == [BASELINE, ngram2, ngram6, drafter]
+
+
+@given(st.sampled_from([*DRAFTER_KNOBS.grid(), *SPACE.grid(),
+                        SpecConfig("draft-simple", 4, 0.5, "a.gguf", server_tuned=True)]))
+def test_without_drafting_keeps_the_server_setup(config: SpecConfig) -> None:
+    twin = config.without_drafting()
+    assert twin.method == "none" and twin.to_params().keys() == {
+        "method", "cache_type_k", "cache_type_v", "flash_attn"}
+    assert (twin.cache_type_k, twin.cache_type_v, twin.flash_attn) == (
+        config.cache_type_k, config.cache_type_v, config.flash_attn)

@@ -7,7 +7,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -318,7 +318,7 @@ def _correctness(measurer: GateMeasurer, spec: TuneSpec, workload: Workload,
     prompts = workload.schedule(min(spec.gate.correctness_prompts, workload.distinct_count), 0)
     mine = measurer.greedy_outputs(current, prompts)
     setup = current.config
-    twin = replace(setup, method="none", draft_max=None, p_min=None, drafter=None)
+    twin = setup.without_drafting()
     signals: list[Signal] = []
     outputs: list[dict[str, Any]] = []
     known: dict[SpecConfig, GreedyOutputs] = {setup: mine}

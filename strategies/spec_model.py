@@ -1,9 +1,10 @@
 """Model-based search that uses what speculative decoding obeys.
 
 1. no drafting (the baseline) and, per drafting family (method x drafter file x the drafter's
-   cache and weight quantization where searched), one launch at
-   the longest draft: its per-position acceptance r_1..r_k predicts E[tokens per step] for
-   every shorter draft-max without launching them;
+   cache and weight quantization where searched), one launch at the longest draft (half-way
+   down where that fails to start; nothing from the failed length up is predicted): its
+   per-position acceptance r_1..r_k predicts E[tokens per step] for every shorter draft-max
+   without launching them;
 2. one more launch per family at a short draft fits the step time (alpha + beta * tokens),
    with beta split into the verifier's cost per drafted token (an n-gram family's slope) and
    the drafter's cost per pass, so tokens/s can be predicted for every (draft-max, p-min);
@@ -92,13 +93,16 @@ class SpecModelStrategy:
     def _predictions(self) -> dict[SpecConfig, float]:
         fits: dict[Family, tuple[np.ndarray, float, float]] = {}
         n_values = self._space.draft_max.values()
+        caps: dict[Family, int] = {}
         for family in self._families():
-            longest = self._ledger.by_key.get(self._probe(family, n_values[-1]).key, [])
-            if not longest or longest[0].failed:
+            reach, cap = self._reach(family)
+            if reach is None:
                 continue
-            conditional = self._conditional(longest[0], n_values[-1])
+            caps[family] = cap
+            longest = self._ledger.by_key[self._probe(family, reach).key]
+            conditional = self._conditional(longest[0], reach, n_values[-1])
             points = []
-            for n in (n_values[-1], n_values[min(1, len(n_values) - 1)]):
+            for n in dict.fromkeys((reach, n_values[min(1, len(n_values) - 1)])):
                 rows = self._ledger.by_key.get(self._probe(family, n).key, [])
                 value = self._ledger.value(self._probe(family, n).key) if rows else None
                 if value:
@@ -121,7 +125,8 @@ class SpecModelStrategy:
                 verifier_beta = min(float(np.median(ngram)), beta) if ngram else beta / 2
                 drafter_beta = beta - verifier_beta
             p_values = self._space.p_min.values() if drafter else [None]
-            for n, p in itertools.product(n_values, p_values):
+            lengths = [n for n in n_values if n < caps[family]]
+            for n, p in itertools.product(lengths, p_values):
                 for n_min in self._space.draft_min_values(n) if drafter else [None]:
                     config = self._config(family, n, p, n_min)
                     predicted[config] = predict_tokens_per_second(
@@ -129,24 +134,44 @@ class SpecModelStrategy:
                         n_min or 0)
         return predicted
 
+    def _reach(self, family: Family) -> tuple[int | None, int]:
+        """(the longest probed draft-max that started, the shortest that failed to start or
+        one past the space): a launch that failed at one length is taken to fail at longer
+        ones too (a drafter's context that does not fit), so nothing there is predicted."""
+        n_values = self._space.draft_max.values()
+        started, cap = None, n_values[-1] + 1
+        for n in n_values:
+            rows = self._ledger.by_key.get(self._probe(family, n).key, [])
+            if rows and all(o.failed for o in rows):
+                cap = min(cap, n)
+            elif rows and n < cap:
+                started = n
+        return started, cap
+
     @staticmethod
-    def _conditional(observation: Observation, n: int) -> np.ndarray:
+    def _conditional(observation: Observation, n: int, width: int) -> np.ndarray:
+        """Conditional acceptance at positions 1..``width`` from a probe at draft-max ``n``;
+        positions it did not draft are taken as half the last one it did."""
         if observation.per_position_acceptance:
             r = list(observation.per_position_acceptance[:n])
-            r += [r[-1] * 0.5 if r else 0.0] * (n - len(r))
+            r += [r[-1] * 0.5 if r else 0.0] * (width - len(r))
             return conditional_from_unconditional(r)
         ratio = observation.acceptance or 0.0
         # Geometric alpha whose full-drafting ratio alpha(1-alpha^n)/((1-alpha)n) matches.
         grid = np.linspace(0.01, 0.99, 99)
         ratios = grid * (1 - grid ** n) / ((1 - grid) * n)
         alpha = float(grid[int(np.argmin(np.abs(ratios - ratio)))])
-        return np.full(n, alpha)
+        return np.full(width, alpha)
 
     # -- the plan --------------------------------------------------------------------------
     def _stages(self) -> Iterator[list[SpecConfig]]:
         n_values = self._space.draft_max.values()
         yield [self._config(("none", None, None, None), None, None)]
         yield [self._probe(f, n_values[-1]) for f in self._families()]
+        # A family whose longest draft failed to start is probed again half-way down: its
+        # acceptance must come from a launch that ran.
+        middle = n_values[len(n_values) // 2]
+        yield [self._probe(f, middle) for f in self._families() if self._reach(f)[0] is None]
         yield [self._probe(f, n_values[min(1, len(n_values) - 1)]) for f in self._families()]
         predicted = self._predictions()
         ranked = sorted(predicted, key=lambda c: -predicted[c])

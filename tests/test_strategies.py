@@ -201,3 +201,29 @@ def test_optuna_parameters_round_trip_with_drafter_knobs() -> None:
         for flat in (False, True):
             params = trial_params(KNOBS_SPACE, config, flat=flat)
             assert config_of(KNOBS_SPACE, params, flat=flat) == config
+
+
+def test_spec_model_probes_shorter_when_the_longest_draft_fails_to_start() -> None:
+    # A drafter whose context does not fit above draft-max 5: its longest probe fails, so it
+    # is probed half-way down, and nothing from the failed length up is asked for again.
+    space = SearchSpace(methods=("none", "draft-simple"), draft_max=IntRange(1, 8),
+                        p_min=FloatRange(0.0, 0.4, 0.4), drafters=("q8.gguf",))
+    strategy = create_strategy("spec-model", space, seed=0, budget=20)
+    strategy.tell(Observation(BASELINE, 40.0, True))
+    asked = []
+    for _ in range(20):
+        ask = strategy.ask()
+        if ask is None:
+            break
+        asked.append(ask.config)
+        n = ask.config.draft_max or 0
+        if n > 5:
+            strategy.tell(Observation(ask.config, None, False, effort=ask.effort))
+            continue
+        r = tuple(0.8 ** (i + 1) for i in range(n))
+        strategy.tell(Observation(ask.config, 40.0 + 4 * min(n, 3), True, effort=ask.effort,
+                                  acceptance=0.7, per_position_acceptance=r))
+    drafted = [c.draft_max for c in asked if c.method == "draft-simple"]
+    assert drafted[0] == 8 and drafted[1] == 5  # the failed probe, then half-way down
+    assert drafted.count(8) == 1 and all(n < 8 for n in drafted[1:])
+    assert any(n not in (2, 5, 8) for n in drafted)  # the model ran: it asked for others

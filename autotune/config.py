@@ -171,8 +171,7 @@ class TuneSpec(SpecModel):
 
     def search_space(self) -> SearchSpace:
         """The space to search, with the server kind's own rules."""
-        backend = get_backend(self.server.kind)
-        return self.space.to_space(backend.quantized_v_needs_flash_attn)
+        return self.space.to_space(get_backend(self.server.kind))
 
     @model_validator(mode="after")
     def _quality_is_measured(self) -> TuneSpec:

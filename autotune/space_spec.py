@@ -86,13 +86,14 @@ class SpaceSpec(SpecModel):
             )
         return self
 
-    def to_space(self, quantized_v_needs_flash_attn: bool = True) -> SearchSpace:
-        """The search space; ``quantized_v_needs_flash_attn`` is the server kind's rule (use
-        ``TuneSpec.search_space``, which asks the backend)."""
+    def to_space(self, backend: Backend | None = None) -> SearchSpace:
+        """The search space under ``backend``'s rules (``None``: llama.cpp's). A server with
+        no p-min gets one value of it: more would launch one setup under several labels."""
+        p_high = self.p_min.high if backend is None or backend.p_min_knob else self.p_min.low
         return SearchSpace(
             methods=tuple(self.methods),
             draft_max=IntRange(self.draft_max.low, self.draft_max.high, self.draft_max.step),
-            p_min=FloatRange(self.p_min.low, self.p_min.high, self.p_min.step),
+            p_min=FloatRange(self.p_min.low, p_high, self.p_min.step),
             drafters=tuple(self.drafters),
             cache_type_k=tuple(self.cache_type_k),
             cache_type_v=tuple(self.cache_type_v),
@@ -101,7 +102,8 @@ class SpaceSpec(SpecModel):
                        if self.draft_min is not None else None),
             draft_cache_types=tuple(self.draft_cache_types) or (None,),
             draft_quantizations=tuple(self.draft_quantizations) or (None,),
-            quantized_v_needs_flash_attn=quantized_v_needs_flash_attn,
+            quantized_v_needs_flash_attn=(backend is None
+                                          or backend.quantized_v_needs_flash_attn),
         )
 
 
@@ -116,6 +118,10 @@ def check_space_fits(space: SpaceSpec, backend: Backend) -> None:
     if not backend.flash_attn_knob and list(space.flash_attn) != ["auto"]:
         raise ValueError(f"space.flash_attn: {backend.name} has no flash-attention flag; "
                          "leave space.flash_attn out")
+    if not backend.p_min_knob and "p_min" in space.model_fields_set and (
+            space.p_min.high > space.p_min.low):
+        raise ValueError(f"space.p_min: {backend.name} has no p-min (a draft always runs to "
+                         "draft-max); leave space.p_min out")
     _flash_attention_for_quantized_v(space, backend)
     _drafter_knobs_exist(space, backend)
     for key in ("cache_type_k", "cache_type_v"):

@@ -6,9 +6,10 @@ when it drafts, and ``flash_attn`` only when a quantized V cache does not force 
 ``draft_min`` above the draft-max it is paired with becomes the largest one that fits.
 
 GP sees it flat: four or five dimensions suggested every time (drafting family with the
-drafter's cache and quantization, draft_max, p_min, draft_min where searched, KV setting); the ones that do not apply are dropped when the setup is built. Optuna's GPSampler
-models a static space only; given the conditional one it samples every conditional parameter
-at random (it warns so), which wastes the model on exactly the parameters worth tuning. Flat,
+drafter's cache and quantization, draft_max, p_min, draft_min where searched, KV setting); the
+ones that do not apply are dropped when the setup is built. Optuna's GPSampler models a
+static space only; given the conditional one it samples every conditional parameter at
+random (it warns so), which wastes the model on exactly the parameters worth tuning. Flat,
 setups that differ only in a dropped parameter are the same setup, so the GP learns that the
 dimension does not matter there.
 
@@ -121,8 +122,9 @@ def _fitting_draft_min(space: SearchSpace, params: dict[str, Any]) -> dict[str, 
 
 
 def _flat_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """Four dimensions, each always present: the drafting family (method and drafter file),
-    draft_max, p_min, and the KV setting (K type, V type, flash attention) as one choice.
+    """Four dimensions, each always present: the drafting family (method, drafter file and
+    the drafter's own cache and quantization), draft_max, p_min, and the KV setting (K type,
+    V type, flash attention) as one choice; a fifth, draft_min, where the space searches it.
     Folding keeps GP's search over discrete dimensions, most of its time, short."""
     dist: dict[str, BaseDistribution] = {"family": CategoricalDistribution(_families(space))}
     r, p = space.draft_max, space.p_min

@@ -42,6 +42,10 @@ def parse(data: dict) -> object:
          "'q4_0' as a V cache needs flash attention on with llama.cpp"),
         ({"space": {"methods": ["draft-simple"], "drafters": ["d.gguf"],
                     "draft_cache_types": ["q9_9"]}}, "space.draft_cache_types: unknown KV"),
+        ({"server": {"kind": "vllm"}, "space": {
+            "cache_type_k": ["auto"], "cache_type_v": ["auto"], "methods": ["draft-simple"],
+            "drafters": ["org/d"], "p_min": {"low": 0.0, "high": 0.5}}},
+         "space.p_min: vllm has no p-min"),
     ],
 )
 def test_bad_specs_name_the_key_and_the_fix(data: dict, expected: str) -> None:
@@ -83,4 +87,15 @@ def test_the_flash_attention_rule_is_the_servers() -> None:
         "drafters": ["org/d"], "draft_cache_types": ["fp8"], "draft_quantizations": ["fp8"]}})
     space = vllm.search_space()
     assert not space.quantized_v_needs_flash_attn
+    # no p-min on vLLM: one value, so no setup is launched twice under two labels
+    assert {c.p_min for c in space.grid() if c.drafter} == {0.0}
     assert {c.draft_quantization for c in space.grid() if c.drafter} == {"fp8"}
+
+
+@pytest.mark.parametrize("path", sorted(
+    p for p in (Path(__file__).resolve().parents[1] / "examples").rglob("*.toml")))
+def test_every_example_spec_is_valid(path: Path) -> None:
+    from autotune.config import load_spec
+
+    spec = load_spec(path)
+    assert spec.search_space().grid()

@@ -109,6 +109,7 @@ class Backend(Protocol):
     kv_one_dtype: bool  # one dtype for K and V (vLLM, SGLang: --kv-cache-dtype)
     flash_attn_knob: bool  # has a flash-attention on/off flag
     quantized_v_needs_flash_attn: bool  # refuses a quantized V cache without flash attention
+    p_min_knob: bool  # drafting stops below a drafter confidence (llama.cpp's p-min)
     # The drafter's own knobs it has, as space keys: "draft_min", "draft_cache_types",
     # "draft_quantizations".
     drafter_knobs: tuple[str, ...]

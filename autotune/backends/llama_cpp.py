@@ -96,6 +96,7 @@ class LlamaCppBackend:
     kv_one_dtype = False
     flash_attn_knob = True
     # "quantized V cache requires flash_attn to be enabled", exit 1: the drafter's cache too.
+    p_min_knob = True
     quantized_v_needs_flash_attn = True
     drafter_knobs: tuple[str, ...] = ("draft_min", "draft_cache_types")
     # --spec-draft-n-min; the drafter's KV types (-ctkd/-ctvd, short forms both builds take).

@@ -36,6 +36,7 @@ class SglangBackend(ServerWithoutLogFeatures):
     has_server_tuner = False
     kv_one_dtype = True
     flash_attn_knob = False
+    p_min_knob = False
     quantized_v_needs_flash_attn = False
     drafter_knobs: tuple[str, ...] = ("draft_quantizations",)
     per_request_knobs = False

@@ -48,6 +48,7 @@ class VllmBackend(ServerWithoutLogFeatures):
     has_server_tuner = False
     kv_one_dtype = True
     flash_attn_knob = False
+    p_min_knob = False
     quantized_v_needs_flash_attn = False
     # speculative-config "quantization" (draft weights) and "kv_cache_dtype" (the draft's
     # KV cache; it inherits the target's when left out).

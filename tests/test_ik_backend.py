@@ -148,3 +148,12 @@ def test_a_kept_server_is_reused_per_launch_key_and_dropped_after_a_failure() ->
         raise RuntimeError("a failed trial")
     assert stopped == ["a", "b"] and pool.key is None  # the next trial starts clean
     pool.close()
+
+
+def test_the_old_build_leaves_no_trace_log_in_the_working_folder() -> None:
+    backend = IkLlamaBackend()
+    settings = LaunchSettings("/nonexistent/llama-server", "m.gguf", "127.0.0.1", 8080, 1024, 1)
+    assert "--log-disable" in backend.launch_argv(settings, BASELINE)
+    own = LaunchSettings("/nonexistent/llama-server", "m.gguf", "127.0.0.1", 8080, 1024, 1,
+                         extra_args=("--log-file", "/tmp/mine"))
+    assert "--log-disable" not in backend.launch_argv(own, BASELINE)

@@ -117,7 +117,18 @@ class IkLlamaBackend(LlamaCppBackend):
             extra = [word for word in extra if word != "--spec-autotune"]
         syntax = flag_syntax(launch.binary)
         return (self.common_argv(launch) + self.config_argv(config, syntax)
-                + self.draft_offload_argv(launch, config, extra) + extra)
+                + self.draft_offload_argv(launch, config, extra) + self.log_argv(syntax, extra)
+                + extra)
+
+    @staticmethod
+    def log_argv(syntax: str, extra: Sequence[str]) -> list[str]:
+        """The old-grammar build writes a trace log, ``llama.log``, into whatever folder it
+        was started from (the user's, or a checkout); ``--log-disable`` stops only that file
+        there, its console log (which carries acceptance) stays. Newer builds are left alone:
+        the flag's meaning there is not verified."""
+        if syntax != "old" or any(word.startswith("--log-") for word in extra):
+            return []
+        return ["--log-disable"]
 
     def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
         return log_counters(log_lines)

@@ -7,7 +7,7 @@ exist); the checks here read those declarations instead of hard-coding one serve
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,16 +21,21 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class IntRangeSpec(SpecModel):
+class _OrderedRange(SpecModel):
+    """A low..high range; a reversed one is refused with the fix."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        low, high = getattr(self, "low"), getattr(self, "high")
+        if high < low:
+            raise ValueError(f"high ({high}) is below low ({low}); swap them")
+        return self
+
+
+class IntRangeSpec(_OrderedRange):
     low: Annotated[int, Field(ge=1)]
     high: Annotated[int, Field(ge=1)]
     step: Annotated[int, Field(ge=1)] = 1
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRangeSpec:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
-        return self
 
 
 class CountRangeSpec(IntRangeSpec):
@@ -40,16 +45,10 @@ class CountRangeSpec(IntRangeSpec):
     high: Annotated[int, Field(ge=0)]
 
 
-class FloatRangeSpec(SpecModel):
+class FloatRangeSpec(_OrderedRange):
     low: Annotated[float, Field(ge=0.0, le=1.0)]
     high: Annotated[float, Field(ge=0.0, le=1.0)]
     step: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRangeSpec:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
-        return self
 
 
 class SpaceSpec(SpecModel):

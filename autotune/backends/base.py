@@ -145,8 +145,9 @@ class Backend(Protocol):
 
 
 class ServerWithoutLogFeatures:
-    """What vLLM and SGLang lack: acceptance only in logs, a run-time tuner, per-request draft
-    knobs. Their backends inherit these no-ops instead of repeating them."""
+    """What most servers lack: acceptance only in logs, a run-time tuner, per-request draft
+    knobs. Their backends inherit these no-ops instead of repeating them (mainline
+    llama.cpp keeps its own request_knobs, the ik fork all three)."""
 
     def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
         return []  # counters and timings carry acceptance

@@ -11,19 +11,19 @@ exactly as it starts without us.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autotune.backends.base import (
     LaunchSettings,
     ServerTimings,
+    ServerWithoutLogFeatures,
     SpecCounters,
     counters_from,
     first_error_line,
     sum_samples,
 )
-import math
-
 from autotune.space import (
     DEFAULT_FLASH_ATTN,
     DEFAULT_KV,
@@ -87,7 +87,7 @@ def without_flags(argv: Sequence[str], flags: Mapping[str, int]) -> list[str]:
     return kept
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(ServerWithoutLogFeatures):
     name = "llama.cpp"
     kv_types: tuple[str, ...] = KV_TYPES
     methods: tuple[str, ...] = SEARCHABLE_METHODS
@@ -95,8 +95,8 @@ class LlamaCppBackend:
     has_server_tuner = False
     kv_one_dtype = False
     flash_attn_knob = True
-    # "quantized V cache requires flash_attn to be enabled", exit 1: the drafter's cache too.
     p_min_knob = True
+    # "quantized V cache requires flash_attn to be enabled", exit 1: the drafter's cache too.
     quantized_v_needs_flash_attn = True
     drafter_knobs: tuple[str, ...] = ("draft_min", "draft_cache_types")
     # --spec-draft-n-min; the drafter's KV types (-ctkd/-ctvd, short forms both builds take).
@@ -206,12 +206,6 @@ class LlamaCppBackend:
 
     def startup_error(self, log_lines: Sequence[str]) -> str | None:
         return first_error_line(log_lines, _ERROR_MARKERS)
-
-    def log_acceptance(self, log_lines: Sequence[str]) -> list[tuple[int, int]]:
-        return []  # counters and timings carry acceptance
-
-    def tuner_choice(self, log_lines: Sequence[str]) -> str | None:
-        return None
 
     def request_knobs(self, config: SpecConfig) -> dict[str, float | int]:
         if not drafts(config.method) or config.draft_max is None:

@@ -19,6 +19,7 @@ the same distributions.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -95,10 +96,11 @@ def _families(space: SearchSpace) -> list[str]:
             for cache, quant in (space.drafter_extras() if uses_drafter(m) else [(None, None)])]
 
 
-def _kv_settings(space: SearchSpace) -> list[str]:
+@functools.lru_cache(maxsize=16)  # asked once per candidate when the nearest one is sought
+def _kv_settings(space: SearchSpace) -> tuple[str, ...]:
     settings = [f"{k}/{v}/{'on' if space.needs_flash_attn(v) else fa}"
                 for k in space.cache_type_k for v in space.cache_type_v for fa in space.flash_attn]
-    return list(dict.fromkeys(settings))
+    return tuple(dict.fromkeys(settings))
 
 
 def _kv_setting(space: SearchSpace, config: SpecConfig) -> str:

@@ -180,7 +180,7 @@ class SpecModelStrategy:
         yield [*ranked[:FAMILY_TOP], *family_best.values()]
         leader = self.recommend()
         if leader is not None:
-            yield [self._space.settle(_with_kv(leader, kv)) for kv in self._space.kv_choices()]
+            yield [_with_kv(self._space, leader, kv) for kv in self._space.kv_choices()]
 
     def ask(self) -> Ask | None:
         if self._plan is None:
@@ -212,7 +212,7 @@ class SpecModelStrategy:
         """The best drafting settings crossed with every valid KV setting the fit can predict."""
         best = sorted(fit.levels[0], key=lambda d: -fit.main_effect(d))[:CONFIRM_TOP]
         example = {_levels(c)[0]: c for c in self._ledger.configs.values()}
-        configs = [self._space.settle(_with_kv(example[d], kv))
+        configs = [_with_kv(self._space, example[d], kv)
                    for d in best for kv in self._space.kv_choices()]
         return [c for c in configs if self._space.contains(c) and fit.knows(_levels(c))]
 
@@ -259,6 +259,7 @@ def _levels(config: SpecConfig) -> tuple[object, ...]:
     return drafting, config.cache_type_k, config.cache_type_v, config.flash_attn
 
 
-def _with_kv(config: SpecConfig, kv: tuple[str, str, str]) -> SpecConfig:
+def _with_kv(space: SearchSpace, config: SpecConfig, kv: tuple[str, str, str]) -> SpecConfig:
+    """``config`` with another KV setting, as the server kind can start it."""
     k, v, fa = kv
-    return replace(config, cache_type_k=k, cache_type_v=v, flash_attn=fa)
+    return space.settle(replace(config, cache_type_k=k, cache_type_v=v, flash_attn=fa))

@@ -94,10 +94,11 @@ def choose_finalists(trials: list[TrialRecord], pick: SpecConfig | None,
     server's defaults), and the best no-drafting setting when it is another one: every
     speedup is reported against both. With ``server_tuner``, the best drafting setup also
     runs with the server's own run-time tuner, so the user sees which wins."""
-    drafting = [c for c, _ in best_configs(trials, count + 1, keep=lambda c: drafts(c.method))]
+    drafting = [c for c, _ in best_configs(trials, count, keep=lambda c: drafts(c.method))]
     feasible_pick = pick is not None and any(c == pick for c, _ in best_configs(trials, 10**6))
-    if pick is not None and feasible_pick and drafts(pick.method) and pick not in drafting:
-        drafting.insert(0, pick)
+    if pick is not None and feasible_pick and drafts(pick.method):
+        # First, whatever its own readings rank: the strategy chose it from all it measured.
+        drafting = [pick, *(c for c in drafting if c != pick)]
     finalists = drafting[:count] + [BASELINE]
     if server_tuner and drafting:
         finalists.append(replace(drafting[0], server_tuned=True))

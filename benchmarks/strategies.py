@@ -141,9 +141,9 @@ def study_pick(landscape: Landscape, values: dict[SpecConfig, float], pick: Spec
     baseline, the best no-drafting setting), then the finish as it runs (interleaved rounds
     with a shared per-round machine factor, 4 then up to 8, decided by `decide`)."""
     means = {c: sum(v * e for v, e in r) / sum(e for _, e in r) for c, r in ledger.items()}
-    drafting = sorted((c for c in means if drafts(c.method)), key=lambda c: -means[c])[:3]
-    if pick is not None and drafts(pick.method) and pick not in drafting:
-        drafting = [pick, *drafting]
+    drafting = sorted((c for c in means if drafts(c.method)), key=lambda c: -means[c])[:2]
+    if pick is not None and drafts(pick.method):
+        drafting = [pick, *(c for c in drafting if c != pick)]
     plain = max((c for c in means if not drafts(c.method)), key=lambda c: means[c])
     finalists = [*dict.fromkeys([*drafting[:2], BASELINE, plain])]
     looks = finish_looks(4, 8)

@@ -75,6 +75,21 @@ def test_one_feasibility_rule() -> None:
     assert not setup_feasible([])
 
 
+def test_the_strategys_pick_is_a_finalist_whatever_its_rank_by_single_readings() -> None:
+    from autotune.store.repository import TrialRecord
+    from autotune.study import choose_finalists
+
+    def trial(number: int, config: SpecConfig, tokens_per_second: float) -> TrialRecord:
+        return TrialRecord(number, number, "search", "complete", config, tokens_per_second,
+                           True, [], [], [], None, None, 1.0, 10.0)
+
+    fast, second, pick = (SpecConfig("ngram-mod", n) for n in (8, 12, 16))
+    trials = [trial(0, BASELINE, 50.0), trial(1, fast, 80.0), trial(2, second, 78.0),
+              trial(3, pick, 76.0)]
+    assert choose_finalists(trials, pick, 2) == [pick, fast, BASELINE]
+    assert choose_finalists(trials, None, 2) == [fast, second, BASELINE]
+
+
 def test_least_bad_ranks_by_how_far_over_the_limit() -> None:
     from autotune.config import LimitsSpec
 

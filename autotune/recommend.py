@@ -6,8 +6,9 @@ machine did to that round):
 
 - a drafting setup is recommended only when it is shown faster than the no-drafting setup that
   would be deployed instead (the server's defaults, unless another no-drafting setting was shown
-  faster than them), with Holm's procedure over the drafting finalists (and the caller's
-  Bonferroni share over looks), so the family-wise false-win rate stays at ``alpha``;
+  faster than them), with Holm's procedure over the drafting finalists, each tested at a
+  group-sequential level over the finish's looks, so the family-wise false-win rate over
+  finalists and looks stays at ``alpha``;
 - "tie" is claimed only when the ratio's confidence interval lies inside the practical margin
   (``min_gain``) both ways; not being shown different is not equivalence. Among setups shown
   equivalent the cheapest and safest wins (``SpecConfig.simplicity``); otherwise the better
@@ -34,6 +35,7 @@ from autotune.stats import (
     reading_noise,
     round_matrix,
     rounds_to_show,
+    sequential_level,
 )
 
 VERDICTS = ("ahead", "baseline", "unproven", "none-feasible", "unverified")
@@ -119,9 +121,12 @@ def decide(
     baseline: SpecConfig = BASELINE,
     min_gain: float = 0.02,
     alpha: float = 0.05,
+    looks: Sequence[int] = (),
 ) -> Decision:
     """Pick the setup to deploy from each finalist's aligned per-round tokens/s (``nan`` where
-    a round has no reading). ``alpha`` is this look's share of the family-wise level."""
+    a round has no reading). ``alpha`` is the family-wise level over the finalists and over
+    every look the finish takes (``looks``: the round counts it decides after; this call is
+    one of them)."""
     configs = [c for c, v in rounds.items() if np.isfinite(np.asarray(v, dtype=float)).any()]
     if not configs:
         raise ValueError("no finalist was measured")
@@ -133,8 +138,11 @@ def decide(
     no_draft = [c for c in configs if not drafts(c.method)]
     drafting = [c for c in configs if drafts(c.method)]
 
+    def level(share: float) -> float:
+        return sequential_level(share, tuple(looks))
+
     def versus(a: SpecConfig, b: SpecConfig) -> PairedRatio:
-        return paired_ratio(rounds[a], rounds[b], alpha=alpha)
+        return paired_ratio(rounds[a], rounds[b], alpha=level(alpha))
 
     def sure(pick: SpecConfig) -> float:
         return probability_within(matrix, configs.index(pick), min_gain)
@@ -163,7 +171,7 @@ def decide(
     # the best of several noisy medians; judged against it, identical no-drafting setups
     # (flash attention off and auto where it changes nothing) made real gains look unproven.
     comparisons = {c: versus(c, no_draft_pick) for c in drafting}
-    shown = {c for c in holm({c: r.p_greater for c, r in comparisons.items()}, alpha)
+    shown = {c for c in holm({c: r.p_greater for c, r in comparisons.items()}, alpha, level)
              if comparisons[c].ahead(min_gain)}
     if not shown:
         leads = [c for c in drafting if comparisons[c].ratio >= 1.0 + min_gain]
@@ -175,7 +183,8 @@ def decide(
         lead = comparisons[leader]
         return decision(no_draft_pick, "unproven", tied_with=tied, leader=leader,
                         versus_leader=lead, needs_more=True,
-                        rounds_needed=rounds_to_show(lead.ratio - 1.0, lead.log_sd, alpha))
+                        rounds_needed=rounds_to_show(lead.ratio - 1.0, lead.log_sd,
+                                                     level(alpha)))
     leader = max(shown, key=lambda c: medians[c])
     equivalent = [c for c in shown if c != leader and versus(c, leader).equivalent(min_gain)]
     # Worth more rounds only where another setup could still be better by the margin.
@@ -188,14 +197,8 @@ def decide(
 
 def finish_looks(rounds: int, max_rounds: int, step: int = 2) -> tuple[int, ...]:
     """The round counts after which the finish decides: ``rounds``, then every ``step`` more
-    up to ``max_rounds``. Deciding at each look at ``alpha / len(looks)`` (Bonferroni) keeps
-    the chance of a false "ahead" at any look at most ``alpha``."""
+    up to ``max_rounds``. ``decide`` holds its level over all of them (``sequential_level``)."""
     return tuple(range(rounds, max(rounds, max_rounds) + 1, step))
-
-
-def alpha_per_look(alpha: float, looks: Sequence[int]) -> float:
-    """The level each look is tested at (Bonferroni over the looks)."""
-    return alpha / len(looks)
 
 
 def worth_more_rounds(decision: Decision) -> bool:

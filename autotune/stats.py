@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -133,16 +134,50 @@ def _exp(value: float) -> float:
     return math.exp(value) if value < 700.0 else float("inf")
 
 
-def holm(p_values: Mapping[K, float], alpha: float) -> set[K]:
+def holm(p_values: Mapping[K, float], alpha: float,
+         level: Callable[[float], float] | None = None) -> set[K]:
     """The hypotheses Holm's step-down procedure rejects: family-wise error at most ``alpha``
-    however many finalists are compared, with more power than Bonferroni."""
+    however many finalists are compared, with more power than Bonferroni. ``level`` turns a
+    hypothesis' share of ``alpha`` into the level it is tested at now (a look of a sequential
+    test: ``sequential_level``); by default the share itself."""
     rejected: set[K] = set()
     ordered = sorted(p_values.items(), key=lambda item: item[1])
     for rank, (key, p_value) in enumerate(ordered):
-        if p_value > alpha / (len(ordered) - rank):
+        share = alpha / (len(ordered) - rank)
+        if p_value > (level(share) if level else share):
             break
         rejected.add(key)
     return rejected
+
+
+SEQUENTIAL_DRAWS = 200_000  # simulated finishes behind each sequential level
+
+
+@lru_cache(maxsize=256)
+def sequential_level(alpha: float, looks: tuple[int, ...]) -> float:
+    """The level each look of a one-sided sequential paired t-test is run at, so that a false
+    rejection at any of the looks (after ``looks`` rounds each) has probability ``alpha``: a
+    constant nominal level (Pocock's boundary), calibrated for t-tests on few rounds. The
+    looks share their rounds, so they mostly repeat each other and the level is well above
+    Bonferroni's ``alpha / len(looks)`` (0.024 against 0.017 for 4, 6 and 8 rounds at 0.05).
+    The normal-theory boundary is not enough here: with the spread estimated from 4-8 rounds
+    each look errs more on its own, and at its level the looks together erred in 5.5%.
+    """
+    distinct = sorted(set(looks))
+    bonferroni = alpha / max(len(distinct), 1)
+    if len(distinct) <= 1:
+        return alpha
+    # Under no effect, the smallest p-value any look sees in each simulated finish; alpha of
+    # those finishes must see one below the level. A fixed seed: the same level every call.
+    rounds = np.random.default_rng(0).normal(size=(SEQUENTIAL_DRAWS, distinct[-1]))
+    smallest = np.ones(SEQUENTIAL_DRAWS)
+    for n in distinct:
+        if n < 2:
+            continue
+        head = rounds[:, :n]
+        t = head.mean(axis=1) / (head.std(axis=1, ddof=1) / math.sqrt(n))
+        smallest = np.minimum(smallest, scipy_stats.t.sf(t, n - 1))
+    return float(min(alpha, max(bonferroni, np.quantile(smallest, alpha))))
 
 
 def round_matrix(rounds: Sequence[Sequence[float]]) -> np.ndarray:

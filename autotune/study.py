@@ -18,7 +18,6 @@ from autotune.feasibility import limit_excess, setup_feasible
 from autotune.lease import study_lease
 from autotune.recommend import (
     Decision,
-    alpha_per_look,
     decide,
     finish_looks,
     worth_more_rounds,
@@ -162,7 +161,6 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
         return Decision(config, "unverified", value,
                         note="no interleaved re-measurement was run (finish.finalists = 0)")
     looks = finish_looks(finish.rounds, finish.max_rounds)
-    alpha = alpha_per_look(finish.alpha, looks)
     echo(f"finish: re-measuring {len(finalists)} setups interleaved, {finish.rounds} rounds"
          + (f" (up to {looks[-1]} while the decision is unsettled)" if len(looks) > 1 else ""))
     if finish.rounds < MIN_PAIRED_ROUNDS:
@@ -172,7 +170,7 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
 
     def judge(measured: dict[SpecConfig, list[float]]) -> Decision:
         return decide(measured, simplicity=lambda c: c.simplicity(sizes),
-                      min_gain=finish.min_gain, alpha=alpha)
+                      min_gain=finish.min_gain, alpha=finish.alpha, looks=looks)
 
     def more(measured: dict[SpecConfig, list[float]]) -> bool:
         return bool(measured) and worth_more_rounds(judge(measured))

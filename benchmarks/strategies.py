@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune.recommend import (  # noqa: E402
-    alpha_per_look,
     decide,
     finish_looks,
     worth_more_rounds,
@@ -154,7 +153,7 @@ def study_pick(landscape: Landscape, values: dict[SpecConfig, float], pick: Spec
             for c in finalists:
                 rounds_by[c].append(machine * simulate_launch(landscape, c, rng).tokens_per_second)
         decision = decide(rounds_by, simplicity=lambda c: c.simplicity(),
-                          alpha=alpha_per_look(0.05, looks))
+                          alpha=0.05, looks=looks)
         if not worth_more_rounds(decision):
             break
     return values.get(decision.config, true_tokens_per_second(landscape, decision.config))
@@ -205,7 +204,7 @@ def finish_wrong_picks(
                     rounds_by[c].append(readings[c])
                     outside_by[c].append(outside[c])
             decision = decide(rounds_by, simplicity=lambda c: c.simplicity(),
-                              alpha=alpha_per_look(alpha, looks))
+                              alpha=alpha, looks=looks)
             if not worth_more_rounds(decision):
                 break
         truth_of = {c: values.get(c, true_tokens_per_second(landscape, c)) for c in finalists}
@@ -230,7 +229,7 @@ def false_ahead_rate(reps: int, alpha: float = 0.05) -> float:
                 for c in rounds_by:
                     rounds_by[c].append(50 * machine * float(np.exp(rng.normal(0, 0.04))))
             decision = decide(rounds_by, simplicity=lambda c: c.simplicity(),
-                              alpha=alpha_per_look(alpha, looks))
+                              alpha=alpha, looks=looks)
             if not worth_more_rounds(decision):
                 break
         wrong += decision.verdict == "ahead"

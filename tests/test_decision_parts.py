@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from autotune.backends import LaunchSettings, get_backend
 from autotune.config import load_spec
@@ -19,7 +20,13 @@ from autotune.feasibility import limit_excess, setup_feasible
 from autotune.interference import InterferenceWindow
 from autotune.prober import level_counts
 from autotune.space import BASELINE, SpecConfig
-from autotune.stats import disturbed_readings, holm, paired_ratio, round_matrix
+from autotune.stats import (
+    disturbed_readings,
+    holm,
+    paired_ratio,
+    round_matrix,
+    sequential_level,
+)
 from autotune.workload import Prompt, Workload, load_workload
 
 MIXED = Path(__file__).resolve().parents[1] / "examples" / "workloads" / "mixed.jsonl"
@@ -56,6 +63,38 @@ def test_holm_rejects_a_prefix_of_the_sorted_p_values(p_values: dict[int, float]
         assert max(p_values[k] for k in rejected) <= min(
             (p for k, p in p_values.items() if k not in rejected), default=1.0)
         assert min(p_values.values()) <= alpha / len(p_values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.001, 0.2), st.lists(st.integers(2, 40), min_size=1, max_size=6, unique=True))
+def test_a_look_is_tested_between_bonferroni_and_the_whole_alpha(alpha: float,
+                                                                  looks: list[int]) -> None:
+    level = sequential_level(alpha, tuple(sorted(looks)))
+    assert alpha / len(looks) <= level <= alpha
+    if len(looks) == 1:
+        assert level == alpha
+
+
+def test_the_looks_hold_the_false_rejection_rate_at_alpha() -> None:
+    """Paired t-tests under no effect on one stream of rounds, looked at after 4, 6, 8, 10
+    and 12 rounds, each look at the sequential level (draws independent of its own)."""
+    looks = (4, 6, 8, 10, 12)
+    level = sequential_level(0.05, looks)
+    rounds = np.random.default_rng(5).normal(size=(100_000, looks[-1]))
+    crossed = np.zeros(len(rounds), dtype=bool)
+    for n in looks:
+        head = rounds[:, :n]
+        t = head.mean(axis=1) / (head.std(axis=1, ddof=1) / math.sqrt(n))
+        crossed |= scipy_stats.t.sf(t, n - 1) <= level
+    assert 0.045 <= crossed.mean() <= 0.055
+    assert level > 0.05 / len(looks) * 1.5  # far from Bonferroni: the looks overlap
+
+
+def test_holm_tests_each_share_at_the_level_it_is_given() -> None:
+    p_values = {"a": 0.012, "b": 0.03}
+    assert holm(p_values, 0.05) == {"a", "b"}  # 0.012 <= 0.025, 0.03 <= 0.05
+    assert holm(p_values, 0.05, level=lambda share: share / 3) == set()
+    assert holm(p_values, 0.05, level=lambda share: share / 2) == {"a"}
 
 
 def test_a_reading_far_below_its_median_or_under_outside_load_is_disturbed() -> None:

@@ -5,7 +5,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autotune.recommend import (
-    alpha_per_look,
     decide,
     finish_looks,
     worth_more_rounds,
@@ -64,7 +63,7 @@ def test_noise_level_gain_recommends_no_drafting() -> None:
 
 def test_an_unproven_drafting_lead_keeps_no_drafting_and_asks_for_more_rounds() -> None:
     rounds = {NGRAM8: [60, 45, 66, 50], BASELINE: [50, 52, 49, 51]}
-    decision = decide(rounds, simplicity=simplicity, alpha=alpha_per_look(0.05, (4, 6, 8)))
+    decision = decide(rounds, simplicity=simplicity, looks=(4, 6, 8))
     assert decision.config == BASELINE and decision.verdict == "unproven"
     assert worth_more_rounds(decision)
     assert decision.leader == NGRAM8
@@ -113,7 +112,7 @@ def test_finish_looks_every_two_rounds_up_to_the_cap() -> None:
 def finish_runs(gains: list[float], *, reps: int, noise: float = 0.04,
                 seed: int = 3) -> tuple[float, float]:
     """(share of finishes that deploy a drafting setup, mean rounds) as `autotune tune` runs
-    them: 4 rounds, 2 more at a time while unsettled, each look at alpha / looks, with a
+    them: 4 rounds, 2 more at a time while unsettled, alpha held over the looks, with a
     shared per-round machine factor (what interleaving is for)."""
     rng = np.random.default_rng(seed)
     looks = finish_looks(4, 8)
@@ -127,7 +126,7 @@ def finish_runs(gains: list[float], *, reps: int, noise: float = 0.04,
                 for config, gain in zip(configs, gains, strict=True):
                     rounds[config].append(50 * gain * machine * float(np.exp(rng.normal(0, noise))))
                 rounds[BASELINE].append(50 * machine * float(np.exp(rng.normal(0, noise))))
-            decision = decide(rounds, simplicity=simplicity, alpha=alpha_per_look(0.05, looks))
+            decision = decide(rounds, simplicity=simplicity, looks=looks)
             if not worth_more_rounds(decision):
                 break
         picked += decision.config != BASELINE

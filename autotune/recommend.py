@@ -171,8 +171,10 @@ def decide(
     # the best of several noisy medians; judged against it, identical no-drafting setups
     # (flash attention off and auto where it changes nothing) made real gains look unproven.
     comparisons = {c: versus(c, no_draft_pick) for c in drafting}
-    shown = {c for c in holm({c: r.p_greater for c, r in comparisons.items()}, alpha, level)
-             if comparisons[c].ahead(min_gain)}
+    rejected = holm({c: r.p_greater for c, r in comparisons.items()}, alpha, level)
+    # A list in the finalists' order, not a set: equal medians then resolve the same way in
+    # every process (a set's order follows string hashing, which differs per process).
+    shown = [c for c in drafting if c in rejected and comparisons[c].ahead(min_gain)]
     if not shown:
         leads = [c for c in drafting if comparisons[c].ratio >= 1.0 + min_gain]
         tied = tuple(sorted((c for c in drafting if comparisons[c].equivalent(min_gain)),

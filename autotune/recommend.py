@@ -38,6 +38,7 @@ from autotune.stats import (
     sequential_level,
 )
 
+SURE_ENOUGH = 0.9  # P(within margin of the best finalist) at which a pick needs no more rounds
 VERDICTS = ("ahead", "baseline", "unproven", "none-feasible", "unverified")
 
 
@@ -194,7 +195,7 @@ def decide(
                  and versus(c, leader).high > 1.0 + min_gain]
     ordered = sorted([leader, *equivalent], key=simplicity)
     return decision(ordered[0], "ahead", tied_with=tuple(ordered[1:]),
-                    needs_more=bool(unsettled))
+                    needs_more=bool(unsettled) and sure(ordered[0]) < SURE_ENOUGH)
 
 
 def finish_looks(rounds: int, max_rounds: int, step: int = 2) -> tuple[int, ...]:
@@ -205,5 +206,6 @@ def finish_looks(rounds: int, max_rounds: int, step: int = 2) -> tuple[int, ...]
 
 def worth_more_rounds(decision: Decision) -> bool:
     """Whether more rounds could change the decision: a drafting lead not shown yet, or a
-    pick whose lead over another shown-ahead setup is not settled."""
+    pick whose lead over another shown-ahead setup is not settled and that is not yet sure
+    (``SURE_ENOUGH``) to be within the margin of the best finalist."""
     return decision.needs_more

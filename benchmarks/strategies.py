@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autotune.config import FinishSpec  # noqa: E402
 from autotune.recommend import (  # noqa: E402
     decide,
     finish_looks,
@@ -53,6 +54,7 @@ from autotune.stats import disturbed_readings, median_mad, round_matrix  # noqa:
 from strategies import Observation, create_strategy, strategy_names  # noqa: E402
 
 WITHIN = 0.98
+FINISH = FinishSpec()  # the finish as `autotune tune` runs it by default
 
 
 def space_for(landscape: Landscape) -> SearchSpace:
@@ -145,7 +147,7 @@ def study_pick(landscape: Landscape, values: dict[SpecConfig, float], pick: Spec
         drafting = [pick, *(c for c in drafting if c != pick)]
     plain = max((c for c in means if not drafts(c.method)), key=lambda c: means[c])
     finalists = [*dict.fromkeys([*drafting[:2], BASELINE, plain])]
-    looks = finish_looks(4, 8)
+    looks = finish_looks(FINISH.rounds, FINISH.max_rounds)
     rounds_by: dict[SpecConfig, list[float]] = {c: [] for c in finalists}
     for look in looks:
         while len(rounds_by[BASELINE]) < look:
@@ -261,7 +263,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--strategies", default=",".join(strategy_names()))
-    parser.add_argument("--finish-max-rounds", type=int, default=8,
+    parser.add_argument("--finish-max-rounds", type=int, default=FINISH.max_rounds,
                         help="the finish's max_rounds (4: no extra rounds)")
     parser.add_argument("--finish-only", action="store_true",
                         help="only the finish tables (seconds, not minutes)")

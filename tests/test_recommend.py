@@ -49,6 +49,20 @@ def test_not_shown_different_is_not_a_tie() -> None:
     assert NGRAM6_Q4 not in decision.tied_with
 
 
+def test_a_pick_sure_to_be_within_the_margin_needs_no_more_rounds() -> None:
+    # NGRAM4 trails NGRAM8 by 1-20% in every round: 4 rounds cannot rule out at the finish's
+    # level that it is 2% faster, but no resample of the rounds puts it ahead by the margin.
+    rounds = {NGRAM8: [80, 70, 90, 75], NGRAM4: [78, 56, 89, 64], BASELINE: [50, 44, 55, 47]}
+    sure = decide(rounds, simplicity=simplicity, looks=(4, 6, 8))
+    assert sure.config == NGRAM8 and sure.confidence == 1.0
+    assert not worth_more_rounds(sure)
+    # A rival ahead in two rounds of four: the pick is not sure, the finish measures on.
+    rounds[NGRAM4] = [84, 66, 93, 73]
+    unsure = decide(rounds, simplicity=simplicity, looks=(4, 6, 8))
+    assert unsure.verdict == "ahead" and unsure.confidence is not None
+    assert unsure.confidence < 0.9 and worth_more_rounds(unsure)
+
+
 def test_lossless_kv_ranks_simpler_than_lossy_and_fewer_bits_lose_more() -> None:
     plain = SpecConfig("ngram-mod", 6)
     ranked = sorted([NGRAM6_Q4, NGRAM6_Q8, plain], key=simplicity)

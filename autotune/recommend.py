@@ -63,6 +63,7 @@ class Decision:
     # The comparison the verdict rests on: the pick against the no-drafting setup it beat.
     versus_judged: PairedRatio | None = None
     rounds_needed: int | None = None  # about how many rounds would show the leader's lead
+    kept_search_pick: bool = False  # a finalist read faster, but was not shown faster
     note: str = ""  # a caller's addition (limits, failures) to the explanation
     needs_more: bool = False  # more rounds could change this decision
     # The decision at each further concurrency level, from the same launches.
@@ -98,8 +99,10 @@ class Decision:
         versus = self.versus_judged or self.versus_best_no_drafting or self.versus_baseline
         if versus is None:
             return "ahead of no drafting"
+        kept = ("; the search's pick, kept: no finalist was shown faster than it"
+                if self.kept_search_pick else "")
         return (f"ahead of no drafting: x{versus.ratio:.2f} per round "
-                f"(lower bound x{versus.low:.2f}, paired t p={versus.p_greater:.4f})")
+                f"(lower bound x{versus.low:.2f}, paired t p={versus.p_greater:.4f}){kept}")
 
     def _unproven_text(self) -> str:
         if self.leader is None or self.versus_leader is None:
@@ -123,11 +126,12 @@ def decide(
     min_gain: float = 0.02,
     alpha: float = 0.05,
     looks: Sequence[int] = (),
+    prefer: SpecConfig | None = None,
 ) -> Decision:
     """Pick the setup to deploy from each finalist's aligned per-round tokens/s (``nan`` where
     a round has no reading). ``alpha`` is the family-wise level over the finalists and over
     every look the finish takes (``looks``: the round counts it decides after; this call is
-    one of them)."""
+    one of them). ``prefer``: the search's pick, kept over finalists not shown faster."""
     configs = [c for c, v in rounds.items() if np.isfinite(np.asarray(v, dtype=float)).any()]
     if not configs:
         raise ValueError("no finalist was measured")
@@ -189,13 +193,35 @@ def decide(
                         rounds_needed=rounds_to_show(lead.ratio - 1.0, lead.log_sd,
                                                      level(alpha)))
     leader = max(shown, key=lambda c: medians[c])
+    kept = False
+    if prefer in shown:
+        # The search measured its pick longer than any other finalist (search_incumbent), a
+        # finish median rests on a few noisy rounds: another finalist replaces the pick only
+        # when shown faster than it.
+        faster = [c for c in shown if c != prefer and versus(c, prefer).ahead(min_gain)]
+        kept = not faster and leader != prefer
+        leader = max(faster, key=lambda c: medians[c]) if faster else prefer
     equivalent = [c for c in shown if c != leader and versus(c, leader).equivalent(min_gain)]
     # Worth more rounds only where another setup could still be better by the margin.
     unsettled = [c for c in shown if c != leader and c not in equivalent
                  and versus(c, leader).high > 1.0 + min_gain]
     ordered = sorted([leader, *equivalent], key=simplicity)
     return decision(ordered[0], "ahead", tied_with=tuple(ordered[1:]),
+                    kept_search_pick=kept and ordered[0] == prefer,
                     needs_more=bool(unsettled) and sure(ordered[0]) < SURE_ENOUGH)
+
+
+def search_incumbent(pick: SpecConfig | None,
+                     search_effort: Mapping[SpecConfig, float]) -> SpecConfig | None:
+    """The strategy's pick, as the finalist that others must be shown faster than, when the
+    search measured it longer than every other drafting finalist (``search_effort``: each
+    finalist's requests in the search, in usual launches). A pick a model-based search kept
+    re-measuring rests on more than a few finish rounds; one read once, like the rest, does
+    not, and the finish's medians decide."""
+    if pick is None or not drafts(pick.method) or pick not in search_effort:
+        return None
+    rivals = [e for c, e in search_effort.items() if c != pick and drafts(c.method)]
+    return pick if search_effort[pick] > max(rivals, default=0.0) else None
 
 
 def finish_looks(rounds: int, max_rounds: int, step: int = 2) -> tuple[int, ...]:

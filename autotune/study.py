@@ -20,6 +20,7 @@ from autotune.recommend import (
     Decision,
     decide,
     finish_looks,
+    search_incumbent,
     worth_more_rounds,
 )
 from autotune.quality import setting_of
@@ -168,9 +169,13 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
              f"consider finish.rounds >= {MIN_PAIRED_ROUNDS}")
     sizes = drafter_sizes(spec)
 
+    effort = {c: sum(t.effort for t in group if t.objective)
+              for c, group in _group(trials).items() if c in finalists}
+    prefer = search_incumbent(pick, effort)
+
     def judge(measured: dict[SpecConfig, list[float]]) -> Decision:
         return decide(measured, simplicity=lambda c: c.simplicity(sizes),
-                      min_gain=finish.min_gain, alpha=finish.alpha, looks=looks)
+                      min_gain=finish.min_gain, alpha=finish.alpha, looks=looks, prefer=prefer)
 
     def more(measured: dict[SpecConfig, list[float]]) -> bool:
         return bool(measured) and worth_more_rounds(judge(measured))

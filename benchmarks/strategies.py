@@ -33,6 +33,7 @@ from autotune.config import FinishSpec  # noqa: E402
 from autotune.recommend import (  # noqa: E402
     decide,
     finish_looks,
+    search_incumbent,
     worth_more_rounds,
 )
 from autotune.sim.model import (  # noqa: E402
@@ -147,6 +148,8 @@ def study_pick(landscape: Landscape, values: dict[SpecConfig, float], pick: Spec
         drafting = [pick, *(c for c in drafting if c != pick)]
     plain = max((c for c in means if not drafts(c.method)), key=lambda c: means[c])
     finalists = [*dict.fromkeys([*drafting[:2], BASELINE, plain])]
+    prefer = search_incumbent(pick, {c: sum(e for _, e in ledger[c]) for c in finalists
+                                     if c in ledger})
     looks = finish_looks(FINISH.rounds, FINISH.max_rounds)
     rounds_by: dict[SpecConfig, list[float]] = {c: [] for c in finalists}
     for look in looks:
@@ -155,7 +158,7 @@ def study_pick(landscape: Landscape, values: dict[SpecConfig, float], pick: Spec
             for c in finalists:
                 rounds_by[c].append(machine * simulate_launch(landscape, c, rng).tokens_per_second)
         decision = decide(rounds_by, simplicity=lambda c: c.simplicity(),
-                          alpha=0.05, looks=looks)
+                          alpha=0.05, looks=looks, prefer=prefer)
         if not worth_more_rounds(decision):
             break
     return values.get(decision.config, true_tokens_per_second(landscape, decision.config))

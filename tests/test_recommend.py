@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from autotune.recommend import (
     decide,
     finish_looks,
+    search_incumbent,
     worth_more_rounds,
 )
 from autotune.render import shell_command
@@ -49,6 +50,22 @@ def test_not_shown_different_is_not_a_tie() -> None:
     assert NGRAM6_Q4 not in decision.tied_with
 
 
+def test_the_search_pick_stays_unless_another_finalist_is_shown_faster() -> None:
+    # NGRAM4 reads 3% faster in the finish, well inside these rounds' noise: the search's
+    # pick (measured longer than NGRAM4 there) stays, and the explanation says why.
+    rounds = {NGRAM8: [80, 74, 85, 78, 82, 76], NGRAM4: [86, 72, 88, 77, 85, 80],
+              BASELINE: [50, 51, 49, 50, 52, 48]}
+    assert decide(rounds, simplicity=simplicity).config == NGRAM4
+    kept = decide(rounds, simplicity=simplicity, prefer=NGRAM8)
+    assert kept.config == NGRAM8 and kept.verdict == "ahead"
+    assert "the search's pick, kept: no finalist was shown faster than it" in kept.explain()
+    # 25% faster in every round is shown: the pick gives way.
+    rounds[NGRAM4] = [v * 1.25 for v in rounds[NGRAM8]]
+    rounds[NGRAM4][0] *= 1.01
+    replaced = decide(rounds, simplicity=simplicity, prefer=NGRAM8)
+    assert replaced.config == NGRAM4 and "kept" not in replaced.explain()
+
+
 def test_a_pick_sure_to_be_within_the_margin_needs_no_more_rounds() -> None:
     # NGRAM4 trails NGRAM8 by 1-20% in every round: 4 rounds cannot rule out at the finish's
     # level that it is 2% faster, but no resample of the rounds puts it ahead by the margin.
@@ -61,6 +78,13 @@ def test_a_pick_sure_to_be_within_the_margin_needs_no_more_rounds() -> None:
     unsure = decide(rounds, simplicity=simplicity, looks=(4, 6, 8))
     assert unsure.verdict == "ahead" and unsure.confidence is not None
     assert unsure.confidence < 0.9 and worth_more_rounds(unsure)
+
+
+def test_the_pick_is_the_incumbent_only_when_the_search_measured_it_longest() -> None:
+    assert search_incumbent(NGRAM8, {NGRAM8: 7.0, NGRAM4: 1.0, BASELINE: 9.0}) == NGRAM8
+    assert search_incumbent(NGRAM8, {NGRAM8: 1.0, NGRAM4: 1.0, BASELINE: 1.0}) is None
+    assert search_incumbent(BASELINE, {BASELINE: 5.0, NGRAM4: 1.0}) is None
+    assert search_incumbent(None, {NGRAM4: 1.0}) is None
 
 
 def test_lossless_kv_ranks_simpler_than_lossy_and_fewer_bits_lose_more() -> None:

@@ -71,8 +71,9 @@ class FinishSpec(SpecModel):
 
     finalists: Annotated[int, Field(ge=0)] = 2
     rounds: Annotated[int, Field(ge=2)] = 4
-    # While a drafting setup leads no drafting by min_gain but is not yet shown ahead, measure
-    # 2 more rounds at a time up to this many; equal to ``rounds`` turns that off.
+    # While the decision is unsettled (a drafting lead not yet shown, or a pick not yet sure to
+    # be within min_gain of the best finalist), measure 2 more rounds at a time up to this
+    # many; equal to ``rounds`` turns that off.
     max_rounds: Annotated[int, Field(ge=2)] = 12
     requests_per_round: Annotated[int, Field(ge=1)] = 3
     min_gain: Annotated[float, Field(ge=0)] = 0.02  # a gain below this is called a tie

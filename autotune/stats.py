@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -169,13 +169,20 @@ def sequential_level(alpha: float, looks: tuple[int, ...]) -> float:
         return alpha
     # Under no effect, the smallest p-value any look sees in each simulated finish; alpha of
     # those finishes must see one below the level. A fixed seed: the same level every call.
-    rounds = np.random.default_rng(0).normal(size=(SEQUENTIAL_DRAWS, distinct[-1]))
+    # One round at a time, keeping running sums: memory stays one column however many rounds.
+    rng = np.random.default_rng(0)
+    total = np.zeros(SEQUENTIAL_DRAWS)
+    total_squares = np.zeros(SEQUENTIAL_DRAWS)
     smallest = np.ones(SEQUENTIAL_DRAWS)
-    for n in distinct:
-        if n < 2:
+    for n in range(1, distinct[-1] + 1):
+        round_ = rng.normal(size=SEQUENTIAL_DRAWS)
+        total += round_
+        total_squares += round_ * round_
+        if n < 2 or n not in distinct:
             continue
-        head = rounds[:, :n]
-        t = head.mean(axis=1) / (head.std(axis=1, ddof=1) / math.sqrt(n))
+        mean = total / n
+        variance = np.maximum(total_squares - n * mean * mean, 1e-300) / (n - 1)
+        t = mean / np.sqrt(variance / n)
         smallest = np.minimum(smallest, scipy_stats.t.sf(t, n - 1))
     return float(min(alpha, max(bonferroni, np.quantile(smallest, alpha))))
 

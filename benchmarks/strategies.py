@@ -141,7 +141,8 @@ def study_pick(landscape: Landscape, values: dict[SpecConfig, float], pick: Spec
     """True tokens/s of what `autotune tune` would deploy after this search: finalists chosen
     as the study chooses them (the strategy's pick, the best measured drafting setups, the
     baseline, the best no-drafting setting), then the finish as it runs (interleaved rounds
-    with a shared per-round machine factor, 4 then up to 8, decided by `decide`)."""
+    with a shared per-round machine factor, as many rounds as FinishSpec's defaults allow,
+    decided by `decide` with the pick as incumbent where `search_incumbent` says so)."""
     means = {c: sum(v * e for v, e in r) / sum(e for _, e in r) for c, r in ledger.items()}
     drafting = sorted((c for c in means if drafts(c.method)), key=lambda c: -means[c])[:2]
     if pick is not None and drafts(pick.method):

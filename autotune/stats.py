@@ -151,6 +151,7 @@ def holm(p_values: Mapping[K, float], alpha: float,
 
 
 SEQUENTIAL_DRAWS = 200_000  # simulated finishes behind each sequential level
+SEQUENTIAL_TAIL = 100  # fewest of them beyond the level for the level to be trusted
 
 
 @lru_cache(maxsize=256)
@@ -167,6 +168,8 @@ def sequential_level(alpha: float, looks: tuple[int, ...]) -> float:
     bonferroni = alpha / max(len(distinct), 1)
     if len(distinct) <= 1:
         return alpha
+    if alpha * SEQUENTIAL_DRAWS < SEQUENTIAL_TAIL:
+        return bonferroni  # too few simulated finishes that far out to place the level
     # Under no effect, the smallest p-value any look sees in each simulated finish; alpha of
     # those finishes must see one below the level. A fixed seed: the same level every call.
     # One round at a time, keeping running sums: memory stays one column however many rounds.

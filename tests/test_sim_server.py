@@ -5,6 +5,7 @@ is evidence about a real server."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tomllib
@@ -109,9 +110,12 @@ def test_controller_tunes_the_simulation_and_labels_it(write_spec: Callable[...,
     # On this preset n-gram lookup is about 1.6x no drafting and drafters lose.
     assert recommendation["params"]["method"] == "ngram-mod", result.stdout
     assert "autotune-sim-server" in recommendation["command_shell"]
-    # A 1.6x lead is shown at the first look, so the finish stops there.
-    assert "finish round 4/" in result.stdout, result.stdout
-    assert "finish round 5/" not in result.stdout, result.stdout
+    # A 1.6x lead is shown at the first look, so the finish stops there, unless outside load
+    # disturbed rounds past their re-measurements: their readings are then left out and the
+    # finish measures on, as it should on a busy machine (the output says which).
+    rounds = [int(n) for n in re.findall(r"finish round (\d+)/8", result.stdout)]
+    assert max(rounds) == 4 or "disturbed and no re-measurement left" in result.stdout, \
+        result.stdout
 
 
 def test_finish_measures_on_while_a_lead_is_unproven(write_spec: Callable[..., Path],

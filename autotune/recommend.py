@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -146,9 +147,13 @@ def decide(
     def level(share: float) -> float:
         return sequential_level(share, tuple(looks))
 
+    # Cached: the same pairs are compared again for the explanation, and the pick's bootstrap
+    # both decides whether to measure on and is reported.
+    @cache
     def versus(a: SpecConfig, b: SpecConfig) -> PairedRatio:
         return paired_ratio(rounds[a], rounds[b], alpha=level(alpha))
 
+    @cache
     def sure(pick: SpecConfig) -> float:
         return probability_within(matrix, configs.index(pick), min_gain)
 

@@ -2,9 +2,9 @@
 
 The ik fork honours ``speculative.n_max``, ``speculative.n_min`` and ``speculative.p_min`` in
 a request body; mainline llama.cpp compiles them out and ignores them silently. So it is
-probed, never assumed: two greedy requests on a drafter setup, at n_max 1 and 8 (p_min 0), and
-the drafted tokens per verification step compared (a step yields one token plus the accepted
-ones, so steps = generated - accepted). Where the knobs reach the server, drafter setups that
+probed, never assumed: two greedy requests on a drafter setup, at n_max 1 and at the launch's
+own draft-max (p_min 0), and the drafted tokens per verification step compared (a step yields
+one token plus the accepted ones, so steps = generated - accepted). Where the knobs reach the server, drafter setups that
 differ only in draft-max, n-min and p-min share one launch (started at the space's largest
 draft-max, since a slot's draft batch is sized at start); launch-only knobs (drafter file, its
 KV cache, KV type, flash attention, method) still relaunch."""

@@ -165,9 +165,9 @@ def sequential_level(alpha: float, looks: tuple[int, ...]) -> float:
     each look errs more on its own, and at its level the looks together erred in 5.5%.
     """
     distinct = sorted(set(looks))
-    bonferroni = alpha / max(len(distinct), 1)
     if len(distinct) <= 1:
         return alpha
+    bonferroni = alpha / len(distinct)
     if alpha * SEQUENTIAL_DRAWS < SEQUENTIAL_TAIL:
         return bonferroni  # too few simulated finishes that far out to place the level
     # Under no effect, the smallest p-value any look sees in each simulated finish; alpha of

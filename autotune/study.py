@@ -169,8 +169,8 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
              f"consider finish.rounds >= {MIN_PAIRED_ROUNDS}")
     sizes = drafter_sizes(spec)
 
-    effort = {c: sum(t.effort for t in group if t.objective)
-              for c, group in _group(trials).items() if c in finalists}
+    effort = {c: sum(t.effort for t in group)
+              for c, group in _by_setup(trials).items() if c in finalists}
     prefer = search_incumbent(pick, effort)
 
     def judge(measured: dict[SpecConfig, list[float]]) -> Decision:

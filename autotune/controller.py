@@ -239,6 +239,7 @@ class Tuner:
         server of the same launch-only knobs (started at the space's largest draft-max);
         draft-max, p-min and n-min then travel in each request."""
         if not pooled:
+            self.pool.close()  # one server at a time: a kept one holds the port
             return self.running(config, trial_id, number)
         space = self.spec.space
         # n-min at the server's default: each request sends its own where the space has one

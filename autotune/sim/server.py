@@ -104,6 +104,9 @@ class SimulatedServer:
                 drafted = 0  # a draft shorter than n-min is dropped unverified
             accepted_mask = row[:drafted] < accepted_p[:drafted]
             accepted = int(np.argmin(accepted_mask)) if not accepted_mask.all() else drafted
+            # The reply stops at max_tokens: tokens accepted past it are not counted, so a
+            # step is one token plus the accepted ones, as the knob probe reads it.
+            accepted = min(accepted, max_tokens - produced - 1)
             for i in range(accepted):
                 per_position[i] += 1
             if drafted:

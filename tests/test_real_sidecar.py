@@ -205,8 +205,19 @@ def test_sidecar_exports_advises_catches_drift_retunes_and_stops_cleanly(
                   "Prometheus has no live acceptance")
             until(lambda: query(prom, "autotune_live_decode_tokens_per_second"), 60,
                   "Prometheus has no live tokens/s")
-            acceptance = float(query(prom, "autotune_live_draft_acceptance_ratio")[0]["value"][1])
-            assert 0.5 < acceptance <= 1.0, acceptance
+            # The window right after the retune can hold a handful of drafts (7 of 16 accepted
+            # was seen once); the synthetic rates put a full window near 0.9.
+            def live_acceptance() -> float:
+                return float(query(prom, "autotune_live_draft_acceptance_ratio")[0]["value"][1])
+
+            seen: list[float] = []
+
+            def plausible() -> bool:
+                seen.append(live_acceptance())
+                return 0.5 < seen[-1] <= 1.0
+
+            if not any(plausible() or time.sleep(1.0) for _ in range(60)):
+                pytest.fail(f"live acceptance in Prometheus stayed outside 0.5..1: {seen}")
             # ... and every expression of the Grafana dashboard returns data.
             for expr in dashboard_exprs():
                 until(lambda expr=expr: query(prom, expr), 90, f"no data for {expr!r}")

@@ -23,7 +23,7 @@ SIMULATED streams with bursts and correlation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +48,7 @@ class Reference:
     scale: float
 
     @classmethod
-    def of(cls, values: Sequence[float], block: int = DriftSettings.block) -> Reference:
+    def of(cls, values: Iterable[float], block: int = DriftSettings.block) -> Reference:
         logs = np.log(np.asarray([v for v in values if v > 0], dtype=float))
         if logs.size == 0:
             raise ValueError("a drift reference needs positive readings")
@@ -123,7 +123,7 @@ class Cusum:
         return None
 
 
-def first_alarm(reference: Reference, values: Sequence[float],
+def first_alarm(reference: Reference, values: Iterable[float],
                 settings: DriftSettings = DriftSettings()) -> int | None:
     """Index of the first window that raises an alarm, or ``None``."""
     detector = Cusum(reference, settings)

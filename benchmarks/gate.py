@@ -71,7 +71,7 @@ def main() -> None:
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="autotune-gate-bench-"))
     baselines: dict[str, Path] = {}
-    rows = []
+    rows: list[tuple[str, str, list[str], list[float], list[str]]] = []
     for case, plan in CASES.items():
         runs = options.unchanged if case == "unchanged" else options.slowdowns
         key = json.dumps(plan["recorded"], sort_keys=True)

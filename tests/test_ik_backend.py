@@ -3,6 +3,10 @@ server's own tuner as a finish contender, and the lines its log speaks in."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 import pytest
 
 from autotune.backends import get_backend
@@ -14,6 +18,8 @@ from autotune.backends.ik_llama import (
     log_counters,
     syntax_of,
 )
+from autotune.controller import Tuner
+from autotune.reuse import LaunchPool
 from autotune.space import BASELINE, SpecConfig
 
 SETUPS = [
@@ -110,33 +116,34 @@ def test_logged_acceptance_goes_to_the_measured_requests_of_each_level() -> None
     assert with_logged_acceptance([], levels) == levels
 
 
-def test_a_kept_server_is_reused_per_launch_key_and_dropped_after_a_failure() -> None:
-    import contextlib
-    from collections.abc import Iterator
-    from dataclasses import dataclass
+@dataclass(frozen=True)
+class _KeptServer:
+    """Stands in for a launched server: the pool only reads these two."""
+    name: str
+    launch_seconds: float = 2.0
 
-    from autotune.reuse import LaunchPool
+    def death(self) -> str | None:
+        return None
 
-    @dataclass(frozen=True)
-    class Fake:
-        name: str
-        launch_seconds: float = 2.0
 
-        def death(self) -> str | None:
-            return None
-
-    started: list[str] = []
-    stopped: list[str] = []
-
-    def server(name: str) -> contextlib.AbstractContextManager[Fake]:
+def _servers(started: list[str], stopped: list[str]
+             ) -> Callable[[str], contextlib.AbstractContextManager[_KeptServer]]:
+    def server(name: str) -> contextlib.AbstractContextManager[_KeptServer]:
         @contextlib.contextmanager
-        def run() -> Iterator[Fake]:
+        def run() -> Iterator[_KeptServer]:
             started.append(name)
             try:
-                yield Fake(name)
+                yield _KeptServer(name)
             finally:
                 stopped.append(name)
         return run()
+    return server
+
+
+def test_a_kept_server_is_reused_per_launch_key_and_dropped_after_a_failure() -> None:
+    started: list[str] = []
+    stopped: list[str] = []
+    server = _servers(started, stopped)
 
     pool = LaunchPool()
     for key in ("a", "a", "a", "b"):
@@ -148,6 +155,30 @@ def test_a_kept_server_is_reused_per_launch_key_and_dropped_after_a_failure() ->
         raise RuntimeError("a failed trial")
     assert stopped == ["a", "b"] and pool.key is None  # the next trial starts clean
     pool.close()
+
+
+def test_a_setup_outside_the_pool_stops_the_kept_server_before_its_own_launch() -> None:
+    """Both would bind the study's port: the kept one must be gone when the next starts."""
+    started: list[str] = []
+    stopped: list[str] = []
+    server = _servers(started, stopped)
+    tuner = Tuner.__new__(Tuner)  # _server's unpooled path reads only the pool and running
+    tuner.pool = LaunchPool()
+    seen_at_start: list[list[str]] = []
+
+    def running(config: SpecConfig, trial_id: int, number: int
+                ) -> contextlib.AbstractContextManager[_KeptServer]:
+        seen_at_start.append(list(stopped))
+        return server(config.method)
+
+    tuner.running = running  # type: ignore[method-assign]
+    with tuner.pool.use(["draft-simple"], lambda: server("draft-simple")):
+        pass
+    assert tuner.pool.key is not None and stopped == []  # kept between trials
+    with tuner._server(SpecConfig("ngram-mod", 12), 2, 2, pooled=False):
+        pass
+    assert seen_at_start == [["draft-simple"]] and tuner.pool.key is None
+    assert started == ["draft-simple", "ngram-mod"] and stopped == ["draft-simple", "ngram-mod"]
 
 
 def test_the_old_build_leaves_no_trace_log_in_the_working_folder() -> None:

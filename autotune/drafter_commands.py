@@ -46,8 +46,9 @@ def drafters(context: typer.Context) -> None:
 
 @drafters_app.command()
 def show(spec_path: SpecArg = None) -> None:
-    """List the verifier and drafters (architecture, vocabulary, tokenizer, quantization,
-    bits per weight, size); exit 2 if a drafter cannot draft for the verifier."""
+    """List the verifier and drafters; exit 2 if a drafter cannot draft for the verifier.
+
+    Each file's architecture, vocabulary, tokenizer, quantization, bits per weight and size."""
     _catalog(spec_path)
 
 
@@ -58,8 +59,9 @@ def quantize(
     types: Annotated[str, typer.Option(help="Comma-separated llama-quantize types.")] = "Q8_0,Q6_K,Q5_K_M,Q4_K_M",
     quantize_bin: Annotated[Optional[Path], typer.Option("--llama-quantize", help="llama-quantize binary (default: the embedded build's).")] = None,  # noqa: UP045
 ) -> None:
-    """Make a quant ladder of one drafter with the build's llama-quantize, so the quant axis
-    can be searched from one file; prints the lines to paste into space.drafters."""
+    """Make a quant ladder of one drafter, so the quant axis can be searched from one file.
+
+    Uses the build's llama-quantize; prints the lines to paste into space.drafters."""
     from autotune.cli import user_errors
 
     with user_errors():

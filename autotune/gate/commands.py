@@ -80,8 +80,10 @@ def check(
     markdown_out: Annotated[Optional[Path], typer.Option("--markdown", help="Write the report as Markdown (also appended to $GITHUB_STEP_SUMMARY when set).")] = None,  # noqa: UP045
     store: StoreOpt = None,
 ) -> None:
-    """Measure the current setup and judge it against the baseline: throughput, acceptance and
-    correctness, each on its own. Exit 0 pass, 1 regression, 2 error, 3 inconclusive."""
+    """Measure the current setup and judge it against the baseline.
+
+    Throughput, acceptance and correctness are judged each on its own. Exit 0 pass,
+    1 regression, 2 error, 3 inconclusive."""
     from autotune.cli import _load, _log_root, check_drafter_files, check_writable, user_errors
 
     code = 0

@@ -12,15 +12,16 @@ from autotune.cli_options import SpecArg, StoreOpt
 
 def sidecar(
     spec_path: SpecArg = None,
-    server: Annotated[Optional[str], typer.Option("--server", help="The live server's URL, e.g. http://127.0.0.1:8080 (default: [sidecar] server_url).")] = None,  # noqa: UP045
+    server: Annotated[Optional[str], typer.Option("--server", help="The live server's URL, e.g. http://127.0.0.1:8080 (default: \\[sidecar] server_url).")] = None,  # noqa: UP045
     listen: Annotated[Optional[str], typer.Option("--listen", help="HOST:PORT for /metrics, /healthz, /recommendation and POST /retune (default 127.0.0.1:9464).")] = None,  # noqa: UP045
-    interval: Annotated[Optional[float], typer.Option("--interval", min=0.1, help="Seconds per window (default: [sidecar] interval_s).")] = None,  # noqa: UP045
+    interval: Annotated[Optional[float], typer.Option("--interval", min=0.1, help="Seconds per window (default: \\[sidecar] interval_s).")] = None,  # noqa: UP045
     name: Annotated[Optional[str], typer.Option(help="Name prefix of retune studies (default: from the spec).")] = None,  # noqa: UP045
     store: StoreOpt = None,
 ) -> None:
-    """Watch a live server: export its speculative-decoding figures, detect drift, advise a
-    draft-max, and retune on a canary (on drift, a schedule, or POST /retune). Runs until
-    SIGTERM or Ctrl-C."""
+    """Watch a live server, export its figures, detect drift and retune on a canary.
+
+    Exports its speculative-decoding figures, advises a draft-max, and retunes on drift, a
+    schedule, or POST /retune. Runs until SIGTERM or Ctrl-C."""
     with user_errors():
         from autotune.embedded import default_spec_path
         from autotune.errors import SpecError

@@ -1,0 +1,39 @@
+"""The help a new user reads first: every command's summary is one sentence on one line (typer
+keeps a docstring's line breaks in command listings), and a spec table named in an option's
+help, such as ``[sidecar]``, is printed, not swallowed as Rich markup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+from typer.testing import CliRunner
+
+from autotune.cli import app
+
+runner = CliRunner()
+
+
+def commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    """Every command under ``group``, by its full name (typer bundles its own click, so the
+    groups are told apart by having subcommands)."""
+    for name, command in group.commands.items():
+        yield " ".join((*path, name)), command
+        if getattr(command, "commands", None):
+            yield from commands(command, (*path, name))
+
+
+def test_every_command_summary_is_one_line() -> None:
+    found = dict(commands(typer.main.get_command(app)))
+    assert {"tune", "sidecar", "gate check", "drafters quantize", "build-ik"} <= set(found)
+    for name, command in found.items():
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert summary and "\n" not in summary, f"`autotune {name}`: {summary!r}"
+
+
+def test_spec_table_names_survive_in_option_help() -> None:
+    result = runner.invoke(app, ["sidecar", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stdout
+    assert "(default: [sidecar] server_url)" in result.stdout
+    assert "(default: [sidecar] interval_s)" in result.stdout

@@ -6,8 +6,8 @@ An oracle that is told the answer's hard part (the true best drafting settings) 
 same simulated wall-clock as `benchmarks/strategies.py` gives a strategy (``budget`` launches
 of the usual length) on a balanced design: every valid KV cache / flash-attention setting
 crossed with the ``--top`` truly best drafting settings, in rounds, one usual launch each. It fits
-the log-additive model spec-model uses (pooling every launch into one effect per level) and
-picks the best prediction. It still has to find the KV setting and, among the ``--top``
+the log-additive model spec-model uses (pooling every launch into one effect per level, settings
+one draft-max apart tied by the same prior) and picks the best prediction. It still has to find the KV setting and, among the ``--top``
 settings, the draft length from noisy readings: where those effects are a few per cent and a
 reading is noisy by 6-8%, it gets some of them wrong, and so would any strategy that is told
 less. Not a strategy (it cheats), and not evidence about a real server.
@@ -35,7 +35,7 @@ from autotune.sim.presets import PRESETS  # noqa: E402
 from autotune.space import SpecConfig  # noqa: E402
 from benchmarks.strategies import space_for, truth  # noqa: E402
 from strategies.factor_model import fit_factors  # noqa: E402
-from strategies.spec_model import factor_levels  # noqa: E402
+from strategies.spec_model import draft_max_neighbours, factor_levels  # noqa: E402
 
 BENCHMARK_SEEDS = 20  # what `benchmarks/strategies.py` runs per landscape
 
@@ -58,7 +58,7 @@ def oracle_run(landscape: Landscape, arms: list[SpecConfig], launches: int,
     level_of = {a: factor_levels(a) for a in arms}
     rows = [(level_of[arm], simulate_launch(landscape, arm, rng).tokens_per_second, 1.0)
             for arm in (arms[i % len(arms)] for i in range(launches))]
-    fit = fit_factors(rows)
+    fit = fit_factors(rows, draft_max_neighbours(arms))
     assert fit is not None
     known = [a for a in arms if fit.knows(level_of[a])]
     return max(known, key=lambda a: fit.predict(level_of[a])[0])

@@ -4,7 +4,9 @@ V-cache effect + flash-attention effect.
 KV cache type and flash attention change the verifier's speed by a few per cent, about the same
 whatever drafts, while one reading is noisy by about as much. Pooling every launch into one
 effect per factor level estimates each effect from all of them instead of from the one or two
-launches of a single setup. Pure functions; weighted least squares with NumPy.
+launches of a single setup. Drafting settings expected to perform alike (one draft-max apart)
+can be tied by a prior on their difference, so a setting read once, unluckily, borrows strength
+from its measured neighbours. Pure functions; weighted least squares with NumPy.
 """
 
 from __future__ import annotations
@@ -56,9 +58,13 @@ def _design_row(levels: Levels, seen: tuple[tuple[Hashable, ...], ...], width: i
     return x
 
 
-def fit_factors(rows: Sequence[tuple[Levels, float, float]]) -> FactorFit | None:
+def fit_factors(rows: Sequence[tuple[Levels, float, float]],
+                neighbours: Sequence[tuple[Hashable, Hashable, float]] = ()) -> FactorFit | None:
     """Fit from (levels, tokens/s, weight) rows; weight = requests measured relative to a full
-    reading. ``None`` without a positive reading."""
+    reading. Each ``neighbours`` entry (a, b, weight) is a prior reading, worth ``weight`` full
+    readings, that factor-0 levels a and b have the same effect (a Gaussian prior on their
+    difference with standard deviation sigma / sqrt(weight)); pairs with an unseen level are
+    ignored. ``None`` without a positive reading."""
     rows = [r for r in rows if r[1] > 0 and r[2] > 0]
     if not rows:
         return None
@@ -69,10 +75,17 @@ def fit_factors(rows: Sequence[tuple[Levels, float, float]]) -> FactorFit | None
     y = np.log([r[1] for r in rows])
     w = np.array([r[2] for r in rows], dtype=float)
     sw = np.sqrt(w)
-    coefficients, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+    # Each neighbour pair is one more row: (effect a - effect b) read as 0 with its weight.
+    pairs = [(seen[0].index(a), seen[0].index(b), weight) for a, b, weight in neighbours
+             if a in seen[0] and b in seen[0]]
+    ties = np.zeros((len(pairs), width))
+    for row, (a, b, weight) in zip(ties, pairs, strict=True):
+        row[a], row[b] = np.sqrt(weight), -np.sqrt(weight)
+    coefficients, *_ = np.linalg.lstsq(np.vstack([design * sw[:, None], ties]),
+                                       np.concatenate([y * sw, np.zeros(len(pairs))]), rcond=None)
     residual = (y - design @ coefficients) * sw
     dof = len(rows) - int(np.linalg.matrix_rank(design))
     # Few degrees of freedom make the residual estimate itself noisy: blend in the prior.
     sigma2 = (float(residual @ residual) + PRIOR_WEIGHT * PRIOR_SIGMA**2) / (dof + PRIOR_WEIGHT)
-    covariance = sigma2 * np.linalg.pinv(design.T @ (design * w[:, None]))
+    covariance = sigma2 * np.linalg.pinv(design.T @ (design * w[:, None]) + ties.T @ ties)
     return FactorFit(seen, coefficients, covariance, float(np.sqrt(sigma2)))

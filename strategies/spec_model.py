@@ -12,8 +12,11 @@
    flash-attention setting on the leader, with longer measurements;
 4. the remaining launches go to the combinations of the best drafting settings and KV settings
    with the highest upper confidence bound under a log-additive model (drafting + K + V +
-   flash-attention effects, fitted over every launch), measured with more requests each, so one lucky reading
-   does not win and a 2% KV effect is estimated from all launches, not one.
+   flash-attention effects, fitted over every launch), measured with more requests each, so one
+   lucky reading does not win and a 2% KV effect is estimated from all launches, not one.
+   Throughput moves smoothly with draft length, so the model ties settings one draft-max
+   apart by a prior (a random walk along draft-max): a setting read once, unluckily, borrows
+   strength from its measured neighbours instead of being written off.
 Families whose server reports no per-position counters fall back to a geometric acceptance
 fitted to the overall acceptance ratio.
 """
@@ -21,7 +24,7 @@ fitted to the overall acceptance ratio.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -44,6 +47,9 @@ CONFIRM_TOP = 3  # drafting settings whose KV combinations are re-measured
 CONFIRM_EFFORT = 3.0  # a re-measurement sends this many times the usual requests
 UCB_WIDTH = 2.0  # standard errors of optimism when choosing what to re-measure
 LCB_WIDTH = 0.5  # standard errors of caution when recommending
+# Prior readings' worth that settings one draft-max apart perform alike: their log difference
+# has a prior standard deviation of a reading's noise / sqrt(3), about 3% at 5% noise.
+NEIGHBOUR_WEIGHT = 3.0
 
 
 class SpecModelStrategy:
@@ -203,10 +209,11 @@ class SpecModelStrategy:
 
     # -- pooling KV effects over every launch ------------------------------------------------
     def _fit(self) -> FactorFit | None:
+        measured = [o for rows in self._ledger.by_key.values() for o in rows
+                    if not o.failed and o.feasible]
         rows = [(factor_levels(o.config), float(o.tokens_per_second or 0.0), o.effort)
-                for rows in self._ledger.by_key.values() for o in rows
-                if not o.failed and o.feasible]
-        return fit_factors(rows)
+                for o in measured]
+        return fit_factors(rows, draft_max_neighbours(o.config for o in measured))
 
     def _candidates(self, fit: FactorFit) -> list[SpecConfig]:
         """The best drafting settings crossed with every valid KV setting the fit can predict."""
@@ -257,6 +264,23 @@ def factor_levels(config: SpecConfig) -> tuple[object, ...]:
     """The model's factors: the drafting setting, K cache, V cache, flash attention."""
     drafting = (*_family(config), config.draft_max, config.p_min, config.draft_min)
     return drafting, config.cache_type_k, config.cache_type_v, config.flash_attn
+
+
+def draft_max_neighbours(
+        configs: Iterable[SpecConfig]) -> list[tuple[Hashable, Hashable, float]]:
+    """Pairs of drafting settings next to each other along draft-max (everything else equal),
+    each with a prior weight that shrinks with the distance between their lengths, as a random
+    walk's does."""
+    lines: dict[tuple[object, ...], dict[int, Hashable]] = {}
+    for config in configs:
+        if config.draft_max is not None:
+            line = lines.setdefault((*_family(config), config.p_min, config.draft_min), {})
+            line[config.draft_max] = factor_levels(config)[0]
+    pairs = []
+    for line in lines.values():
+        for shorter, longer in itertools.pairwise(sorted(line)):
+            pairs.append((line[shorter], line[longer], NEIGHBOUR_WEIGHT / (longer - shorter)))
+    return pairs
 
 
 def _with_kv(space: SearchSpace, config: SpecConfig, kv: tuple[str, str, str]) -> SpecConfig:

@@ -48,3 +48,30 @@ def test_heavier_readings_count_more() -> None:
     assert fit is not None
     value, _ = fit.predict(("a",))
     assert np.isclose(np.log(value), (3 * np.log(100) + np.log(200)) / 4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(10.0, 1000.0), min_size=3, max_size=6),
+       weight=st.floats(0.1, 10.0))
+def test_a_tie_to_an_unmeasured_level_changes_nothing(values: list[float], weight: float) -> None:
+    rows = [((i % 2,), value, 1.0) for i, value in enumerate(values)]
+    plain, tied = fit_factors(rows), fit_factors(rows, [(0, "never measured", weight)])
+    assert plain is not None and tied is not None
+    assert np.allclose(plain.coefficients, tied.coefficients)
+    assert np.allclose(plain.covariance, tied.covariance)
+
+
+@settings(max_examples=50, deadline=None)
+@given(lucky=st.floats(0.7, 1.3), weight=st.floats(0.1, 10.0))
+def test_a_tie_pulls_a_single_reading_towards_its_neighbour(lucky: float, weight: float) -> None:
+    # "a" read four times at 100, "b" once at 100 * lucky: the tie moves b's estimate towards
+    # a's, never past it, and makes it surer at a given noise; a heavier tie moves it further.
+    rows = [(("a",), 100.0, 1.0)] * 4 + [(("b",), 100.0 * lucky, 1.0)]
+    plain, tied = fit_factors(rows), fit_factors(rows, [("a", "b", weight)])
+    heavier = fit_factors(rows, [("a", "b", weight * 4)])
+    assert plain is not None and tied is not None and heavier is not None
+    gap = [abs(np.log(fit.predict(("b",))[0] / fit.predict(("a",))[0]))
+           for fit in (plain, tied, heavier)]
+    assert gap[0] + 1e-9 >= gap[1] >= gap[2] - 1e-9
+    b = plain.levels[0].index("b")
+    assert tied.covariance[b, b] / tied.sigma**2 < plain.covariance[b, b] / plain.sigma**2

@@ -227,3 +227,19 @@ def test_spec_model_probes_shorter_when_the_longest_draft_fails_to_start() -> No
     assert drafted[0] == 8 and drafted[1] == 5  # the failed probe, then half-way down
     assert drafted.count(8) == 1 and all(n < 8 for n in drafted[1:])
     assert any(n not in (2, 5, 8) for n in drafted)  # the model ran: it asked for others
+
+
+def test_spec_model_ties_only_draft_max_neighbours() -> None:
+    from strategies.spec_model import NEIGHBOUR_WEIGHT, draft_max_neighbours, factor_levels
+
+    configs = [SpecConfig("draft-simple", n, 0.5, "d.gguf") for n in (1, 2, 4)]
+    configs += [SpecConfig("draft-simple", 2, 0.6, "d.gguf"),
+                SpecConfig("draft-simple", 2, 0.5, "e.gguf"),
+                SpecConfig("ngram-mod", 8), SpecConfig("ngram-mod", 16), SpecConfig("none")]
+    pairs = {(a, b): w for a, b, w in draft_max_neighbours(configs)}
+    level = [factor_levels(c)[0] for c in configs]
+    # 1-2 and 2-4 at p-min 0.5 with drafter d (the gap of 2 halves the weight), 8-16 of
+    # ngram-mod; other p-min, drafter, method or no drafting: no tie.
+    assert pairs == {(level[0], level[1]): NEIGHBOUR_WEIGHT,
+                     (level[1], level[2]): NEIGHBOUR_WEIGHT / 2,
+                     (level[5], level[6]): NEIGHBOUR_WEIGHT / 8}

@@ -5,12 +5,13 @@
 An oracle that is told the answer's hard part (the true best drafting settings) spends the
 same simulated wall-clock as `benchmarks/strategies.py` gives a strategy (``budget`` launches
 of the usual length) on a balanced design: every valid KV cache / flash-attention setting
-crossed with the ``--top`` truly best drafting settings, in rounds, one usual launch each. It fits
-the log-additive model spec-model uses (pooling every launch into one effect per level, settings
-one draft-max apart tied by the same prior) and picks the best prediction. It still has to find the KV setting and, among the ``--top``
-settings, the draft length from noisy readings: where those effects are a few per cent and a
-reading is noisy by 6-8%, it gets some of them wrong, and so would any strategy that is told
-less. Not a strategy (it cheats), and not evidence about a real server.
+crossed with the ``--top`` truly best drafting settings, in rounds, one usual launch each. It
+fits the log-additive model spec-model uses (pooling every launch into one effect per level,
+settings one draft-max apart tied by the same prior) and picks the best prediction. It still
+has to find the KV setting and, among the ``--top`` settings, the draft length from noisy
+readings: where those effects are a few per cent and a reading is noisy by 6-8%, it gets some
+of them wrong, and so would any strategy that is told less. Not a strategy (it cheats), and
+not evidence about a real server.
 
 Printed per landscape: the oracle's mean, median, 5th percentile and worst share of the
 optimum over ``--seeds`` runs, its share of runs below 97%, and the chance that 20 runs (the

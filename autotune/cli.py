@@ -303,11 +303,15 @@ def build_ik() -> None:
 
 @app.command()
 def strategies() -> None:
-    """List the search strategies."""
-    from strategies import strategy_names
+    """List the search strategies, one line each."""
+    from autotune.config import SearchSpec
+    from strategies import SUMMARIES, strategy_names
 
+    default = SearchSpec().strategy
     for strategy_name in strategy_names():
-        typer.echo(strategy_name)
+        summary = SUMMARIES.get(strategy_name, "")
+        note = " (the default)" if strategy_name == default else ""
+        typer.echo(f"{strategy_name:<11} {summary}{note}")
 
 
 def main() -> None:

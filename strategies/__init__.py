@@ -22,6 +22,18 @@ _REGISTRY: dict[str, StrategyFactory] = {
 }
 
 
+# One line each for `autotune strategies`; the README's table says more.
+SUMMARIES: dict[str, str] = {
+    "grid": "every setup once, in order (what users run by hand)",
+    "random": "uniform over valid setups, no repeats",
+    "tpe": "Optuna TPE over the conditional space, limits as trial constraints",
+    "gp": "Optuna's GP sampler over a fixed encoding (needs PyTorch: pip install '.[gp]')",
+    "bandit": "Thompson sampling over a growing pool of setups; re-measures promising ones",
+    "halving": "successive halving: short probes for many setups, longer ones for survivors",
+    "spec-model": "model-based: acceptance and step time predict every draft length and p-min",
+}
+
+
 def strategy_names() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -36,4 +48,4 @@ def create_strategy(name: str, space: SearchSpace, *, seed: int, budget: int) ->
     return factory(space, seed=seed, budget=budget)
 
 
-__all__ = ["Ask", "Observation", "Strategy", "create_strategy", "strategy_names"]
+__all__ = ["SUMMARIES", "Ask", "Observation", "Strategy", "create_strategy", "strategy_names"]

@@ -1,6 +1,7 @@
 """The help a new user reads first: every command's summary is one sentence on one line (typer
-keeps a docstring's line breaks in command listings), and a spec table named in an option's
-help, such as ``[sidecar]``, is printed, not swallowed as Rich markup."""
+keeps a docstring's line breaks in command listings), a spec table named in an option's help,
+such as ``[sidecar]``, is printed, not swallowed as Rich markup, and `autotune strategies`
+says what each strategy does."""
 
 from __future__ import annotations
 
@@ -37,3 +38,15 @@ def test_spec_table_names_survive_in_option_help() -> None:
     assert result.exit_code == 0, result.stdout
     assert "(default: [sidecar] server_url)" in result.stdout
     assert "(default: [sidecar] interval_s)" in result.stdout
+
+
+def test_strategies_lists_each_with_a_line_and_marks_the_default() -> None:
+    from strategies import SUMMARIES, strategy_names
+
+    assert set(SUMMARIES) == set(strategy_names())  # a new strategy needs its line
+    result = runner.invoke(app, ["strategies"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == strategy_names()
+    assert [line for line in lines if line.endswith("(the default)")] == [
+        line for line in lines if line.startswith("spec-model ")]

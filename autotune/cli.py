@@ -309,9 +309,8 @@ def strategies() -> None:
 
     default = SearchSpec().strategy
     for strategy_name in strategy_names():
-        summary = SUMMARIES.get(strategy_name, "")
         note = " (the default)" if strategy_name == default else ""
-        typer.echo(f"{strategy_name:<11} {summary}{note}")
+        typer.echo(f"{strategy_name:<11} {SUMMARIES[strategy_name]}{note}")
 
 
 def main() -> None:

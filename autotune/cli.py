@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.exceptions import TyperException
 
 from autotune.cli_options import SpecArg, StoreOpt
 
@@ -316,9 +318,28 @@ def strategies() -> None:
 def main() -> None:
     install_cleanup()
     try:
-        app()
+        # Not standalone, so a usage error (bad option value, unknown option or command) reaches
+        # us and prints as one line like every other bad input, not typer's boxed block.
+        exit_code = app(standalone_mode=False)
+    except TyperException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            typer.echo(error.format_message(), err=True)
+        else:
+            typer.echo(f"autotune: error: {usage_error_line(error)}", err=True)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(1)
     finally:
         stop_all()
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
+
+
+def usage_error_line(error: TyperException) -> str:
+    message = " ".join(error.format_message().split()).rstrip(".")
+    context = getattr(error, "ctx", None)
+    if context is None:
+        return message
+    return f"{message} (see '{context.command_path} --help')"
 
 
 if __name__ == "__main__":

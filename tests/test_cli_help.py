@@ -1,10 +1,12 @@
 """The help a new user reads first: every command's summary is one sentence on one line (typer
 keeps a docstring's line breaks in command listings), a spec table named in an option's help,
 such as ``[sidecar]``, is printed, not swallowed as Rich markup, and `autotune strategies`
-says what each strategy does."""
+says what each strategy does, and a mistyped command line gets one line, not a block."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,3 +52,23 @@ def test_strategies_lists_each_with_a_line_and_marks_the_default() -> None:
     assert [line.split()[0] for line in lines] == strategy_names()
     assert [line for line in lines if line.endswith("(the default)")] == [
         line for line in lines if line.startswith("spec-model ")]
+
+
+def test_usage_errors_print_one_line_naming_the_fix() -> None:
+    cases = {("tune", "--trials", "0"): "'--trials'", ("tune", "--bogus"): "--bogus",
+             ("nosuch",): "'nosuch'", ("gate", "check"): "baseline_path"}
+    for argv, named in cases.items():
+        result = subprocess.run([sys.executable, "-m", "autotune", *argv],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.startswith("autotune: error: "), (argv, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and named in result.stderr, result.stderr
+        assert "--help'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bare_group_still_shows_its_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "autotune", "gate"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2  # rich prints the help itself, to stdout
+    shown = result.stdout + result.stderr
+    assert "check" in shown and "record" in shown and "error" not in shown

@@ -201,14 +201,14 @@ def verify(
     """Re-measure a study's recommendation against no drafting and say if the winner holds."""
     with user_errors():
         from autotune.embedded import resolve_files
-        from autotune.store.session import open_store
+        from autotune.store.session import open_existing_store
         from autotune.study import run_verify
         from autotune.workload import load_workload
 
         spec, study_name = _load(spec_path, {"store": store, "name": name})
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
-        results = open_store(spec.store.path)
+        results = open_existing_store(spec.store.path)
         outcome = run_verify(spec, results, workload, name=study_name, rounds=rounds,
                              echo=typer.echo, log_root=_log_root(spec))
         decision = outcome.decision
@@ -241,17 +241,15 @@ def show(
     with user_errors():
         from autotune.report import recommendation_text, results_table
         from autotune.store import repository as repo
-        from autotune.store.session import open_store
+        from autotune.store.session import open_existing_store
 
-        location = store or "autotune.db"
-        if "://" not in location and not Path(location).is_file():
-            raise SpecError(f"no results database at {location}; run `autotune tune` first or "
-                            "pass --store PATH")
-        results = open_store(location)
+        results = open_existing_store(store or "autotune.db")
         studies = repo.list_studies(results)
+        if not studies:
+            raise SpecError(f"no study in {results.url} yet; run `autotune tune` first")
         chosen = [s for s in studies if study is None or s.name == study]
         if not chosen:
-            names = ", ".join(s.name for s in studies) or "none"
+            names = ", ".join(s.name for s in studies)
             raise SpecError(f"no study {study!r} in {results.url}; studies there: {names}")
         record = chosen[-1]
         if form is not None:

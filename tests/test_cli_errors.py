@@ -64,6 +64,22 @@ def test_show_on_a_missing_database_creates_nothing(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
+def test_verify_before_any_tune_creates_nothing(write_spec: Callable[..., Path],
+                                                tmp_path: Path) -> None:
+    spec = write_spec()
+    assert "no results database" in one_line_error(["verify", str(spec)])
+    assert not (tmp_path / "results.db").exists()
+
+
+def test_show_on_a_database_without_studies_says_so(tmp_path: Path) -> None:
+    from autotune.store.session import open_store
+
+    empty = tmp_path / "empty.db"
+    open_store(str(empty))
+    line = one_line_error(["show", "--store", str(empty)])
+    assert "no study in" in line and "None" not in line
+
+
 def test_a_misspelt_key_names_the_closest_valid_one(write_spec: Callable[..., Path]) -> None:
     spec = write_spec(space={"draft_maxx": {"low": 1, "high": 2}})
     assert "did you mean 'draft_max'" in one_line_error(["check", str(spec)])

@@ -108,6 +108,16 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+def open_existing_store(path: str) -> Store:
+    """Open results that a study wrote; for commands that only read them, so a mistyped path
+    says so instead of leaving an empty database behind."""
+    url = database_url(path)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise StoreError(f"no results database at {path}; run `autotune tune` first or "
+                         "pass --store PATH")
+    return open_store(path)
+
+
 def open_store(path: str) -> Store:
     url = database_url(path)
     if url.startswith("sqlite:///"):

@@ -1,5 +1,5 @@
 """The help a new user reads first: every command's summary is one sentence on one line (typer
-keeps a docstring's line breaks in command listings), a spec table named in an option's help,
+keeps a docstring's line breaks in command listings), a long paragraph reads as one, a spec table named in an option's help,
 such as ``[sidecar]``, is printed, not swallowed as Rich markup, and `autotune strategies`
 says what each strategy does, and a mistyped command line gets one line, not a block."""
 
@@ -40,6 +40,11 @@ def test_spec_table_names_survive_in_option_help() -> None:
     assert result.exit_code == 0, result.stdout
     assert "(default: [sidecar] server_url)" in result.stdout
     assert "(default: [sidecar] interval_s)" in result.stdout
+
+
+def test_a_long_paragraph_is_reflowed_not_broken_where_the_docstring_wraps() -> None:
+    result = runner.invoke(app, ["sidecar", "--help"], env={"COLUMNS": "200"})
+    assert "retunes on drift, a schedule, or POST /retune." in result.stdout
 
 
 def test_strategies_lists_each_with_a_line_and_marks_the_default() -> None:

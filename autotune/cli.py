@@ -286,8 +286,11 @@ def check(spec_path: SpecArg = None) -> None:
         host_family(spec.server.host)
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         grid = spec.search_space().grid()
-        typer.echo(f"{name}: valid; {len(grid)} setups in the space, {len(workload.prompts)} "
-                   f"prompts, classes {', '.join(workload.labels)}")
+        setups = "1 setup" if len(grid) == 1 else f"{len(grid)} setups"
+        prompts = "1 prompt" if len(workload.prompts) == 1 else f"{len(workload.prompts)} prompts"
+        classes = "class" if len(workload.labels) == 1 else "classes"
+        typer.echo(f"{name}: valid; {setups} in the space, {prompts}, "
+                   f"{classes} {', '.join(workload.labels)}")
 
 
 @app.command(name="build-ik")

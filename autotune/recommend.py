@@ -207,8 +207,10 @@ def decide(
         kept = not faster and leader != prefer
         leader = max(faster, key=lambda c: medians[c]) if faster else prefer
     equivalent = [c for c in shown if c != leader and versus(c, leader).equivalent(min_gain)]
-    # Worth more rounds only where another setup could still be better by the margin.
-    unsettled = [c for c in shown if c != leader and c not in equivalent
+    # Worth more rounds only where another setup could still be better by the margin, one not
+    # yet shown ahead of no drafting included: stopping then would leave a possibly better
+    # setup out because its own lead over no drafting is still unproven.
+    unsettled = [c for c in drafting if c != leader and c not in equivalent
                  and versus(c, leader).high > 1.0 + min_gain]
     ordered = sorted([leader, *equivalent], key=simplicity)
     return decision(ordered[0], "ahead", tied_with=tuple(ordered[1:]),
@@ -237,6 +239,6 @@ def finish_looks(rounds: int, max_rounds: int, step: int = 2) -> tuple[int, ...]
 
 def worth_more_rounds(decision: Decision) -> bool:
     """Whether more rounds could change the decision: a drafting lead not shown yet, or a
-    pick whose lead over another shown-ahead setup is not settled and that is not yet sure
+    pick whose lead over another drafting finalist is not settled and that is not yet sure
     (``SURE_ENOUGH``) to be within the margin of the best finalist."""
     return decision.needs_more

@@ -80,6 +80,16 @@ def test_a_pick_sure_to_be_within_the_margin_needs_no_more_rounds() -> None:
     assert unsure.confidence < 0.9 and worth_more_rounds(unsure)
 
 
+def test_a_rival_not_yet_shown_ahead_of_no_drafting_still_earns_more_rounds() -> None:
+    # NGRAM4 beats no drafting in three rounds of four but not yet at the finish's level, so
+    # NGRAM8 leads; NGRAM4 may still be the faster one, and the finish measures on.
+    rounds = {NGRAM8: [80, 82, 79, 81], NGRAM4: [100, 45, 98, 72], BASELINE: [50, 51, 49, 50]}
+    decision = decide(rounds, simplicity=simplicity, looks=(4, 6, 8))
+    assert decision.config == NGRAM8 and decision.verdict == "ahead"
+    assert decision.confidence is not None and decision.confidence < 0.9
+    assert worth_more_rounds(decision)
+
+
 def test_the_pick_is_the_incumbent_only_when_the_search_measured_it_longest() -> None:
     assert search_incumbent(NGRAM8, {NGRAM8: 7.0, NGRAM4: 1.0, BASELINE: 9.0}) == NGRAM8
     assert search_incumbent(NGRAM8, {NGRAM8: 1.0, NGRAM4: 1.0, BASELINE: 1.0}) is None

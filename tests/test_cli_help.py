@@ -1,7 +1,8 @@
 """The help a new user reads first: every command's summary is one sentence on one line (typer
-keeps a docstring's line breaks in command listings), a long paragraph reads as one, a spec table named in an option's help,
-such as ``[sidecar]``, is printed, not swallowed as Rich markup, and `autotune strategies`
-says what each strategy does, and a mistyped command line gets one line, not a block."""
+keeps a docstring's line breaks in command listings), a long paragraph reads as one, a spec
+table named in an option's help, such as ``[sidecar]``, is printed, not swallowed as Rich
+markup, `autotune strategies` says what each strategy does, and a mistyped command line gets
+one line, not a block."""
 
 from __future__ import annotations
 

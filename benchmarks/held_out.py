@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Before NumPy loads OpenBLAS: one single-threaded worker per core (see strategies.py).
+# First: it limits each worker to one thread before NumPy loads OpenBLAS (see its comment).
 import benchmarks.strategies as bench  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -202,14 +202,14 @@ def verify(
     """Re-measure a study's recommendation against no drafting and say if the winner holds."""
     with user_errors():
         from autotune.embedded import resolve_files
-        from autotune.store.session import open_existing_store
+        from autotune.store.session import open_store
         from autotune.study import run_verify
         from autotune.workload import load_workload
 
         spec, study_name = _load(spec_path, {"store": store, "name": name})
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
-        results = open_existing_store(spec.store.path)
+        results = open_store(spec.store.path, create=False)
         outcome = run_verify(spec, results, workload, name=study_name, rounds=rounds,
                              echo=typer.echo, log_root=_log_root(spec))
         decision = outcome.decision
@@ -242,9 +242,9 @@ def show(
     with user_errors():
         from autotune.report import recommendation_text, results_table
         from autotune.store import repository as repo
-        from autotune.store.session import open_existing_store
+        from autotune.store.session import open_store
 
-        results = open_existing_store(store or "autotune.db")
+        results = open_store(store or "autotune.db", create=False)
         studies = repo.list_studies(results)
         if not studies:
             raise SpecError(f"no study in {results.url} yet; run `autotune tune` first")
@@ -286,11 +286,14 @@ def check(spec_path: SpecArg = None) -> None:
         host_family(spec.server.host)
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         grid = spec.search_space().grid()
-        setups = "1 setup" if len(grid) == 1 else f"{len(grid)} setups"
-        prompts = "1 prompt" if len(workload.prompts) == 1 else f"{len(workload.prompts)} prompts"
         classes = "class" if len(workload.labels) == 1 else "classes"
-        typer.echo(f"{name}: valid; {setups} in the space, {prompts}, "
+        typer.echo(f"{name}: valid; {counted(len(grid), 'setup')} in the space, "
+                   f"{counted(len(workload.prompts), 'prompt')}, "
                    f"{classes} {', '.join(workload.labels)}")
+
+
+def counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @app.command(name="build-ik")

@@ -108,22 +108,17 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def open_existing_store(path: str) -> Store:
-    """Open results that a study wrote; for commands that only read them, so a mistyped path
-    says so instead of leaving an empty database behind."""
-    url = database_url(path)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise StoreError(f"no results database at {path}; run `autotune tune` first or "
-                         "pass --store PATH")
-    return open_store(path)
-
-
-def open_store(path: str) -> Store:
+def open_store(path: str, *, create: bool = True) -> Store:
+    """Open (and migrate) the results database. ``create=False`` for commands that only read
+    results a study wrote: a mistyped path then says so instead of leaving an empty database."""
     url = database_url(path)
     if url.startswith("sqlite:///"):
-        parent = Path(url.removeprefix("sqlite:///")).parent
-        if not parent.is_dir():
-            raise StoreError(f"folder for the results database does not exist: {parent}; "
+        file = Path(url.removeprefix("sqlite:///"))
+        if not create and not file.is_file():
+            raise StoreError(f"no results database at {path}; run `autotune tune` first or "
+                             "pass --store PATH")
+        if not file.parent.is_dir():
+            raise StoreError(f"folder for the results database does not exist: {file.parent}; "
                              "create it or change store.path")
     try:
         engine = create_engine(url)

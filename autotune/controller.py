@@ -22,6 +22,7 @@ from autotune.config import TuneSpec
 from autotune.errors import AutotuneError, LaunchError, ProbeError, SpecError
 from autotune.launcher import (
     ServerProcess,
+    describe_exit,
     ensure_port_free,
     free_port,
     reap_stale,
@@ -73,7 +74,8 @@ class Launched:
             return None
         lines = [line.strip() for line in tail_lines(self.server.log_path, 20) if line.strip()]
         last = lines[-1] if lines else "no output"
-        return f"the server exited with code {code} while it was measured; its last log line: {last}"
+        return (f"the server exited with {describe_exit(code)} while it was measured; "
+                f"its last log line: {last}")
 
 
 @dataclass

@@ -211,6 +211,28 @@ def start_server(
     return server
 
 
+# Signals whose cause the server's own last log line does not say, with what usually sends them.
+_SIGNAL_CAUSES = {
+    signal.SIGILL: "an instruction this CPU does not run: a server built for another CPU, or "
+                   "AVX-512/AMX that a virtual machine does not enable (llama.cpp #28756); "
+                   "rebuild it portable, for llama.cpp with -DGGML_NATIVE=OFF",
+    signal.SIGKILL: "killed from outside, most often by the kernel's out-of-memory killer",
+    signal.SIGSEGV: "a crash in the server",
+}
+
+
+def describe_exit(code: int) -> str:
+    """A server's exit status as a person reads it. The supervisor, like a shell, reports a
+    server killed by signal N as 128 + N; ``Popen`` reports -N."""
+    number = -code if code < 0 else code - 128 if code > 128 else 0
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"code {code}"
+    cause = _SIGNAL_CAUSES.get(signal.Signals(number))
+    return f"code {code} ({name}{': ' + cause if cause else ''})"
+
+
 def wait_healthy(
     server: ServerProcess,
     *,
@@ -229,7 +251,7 @@ def wait_healthy(
                 lines = tail_lines(server.log_path, 60)
                 reason = error_line(lines) or (lines[-1].strip() if lines else "no output")
                 raise LaunchError(
-                    f"server exited at start with code {code}: {reason}",
+                    f"server exited at start with {describe_exit(code)}: {reason}",
                     log_excerpt="".join(lines[-30:]),
                 )
             with contextlib.suppress(httpx.HTTPError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -284,3 +285,27 @@ def test_gauge_only_servers_give_acceptance_as_it_stands_and_no_advice() -> None
     assert watch.latest.generated_tokens_per_second == 200.0
     assert watch.latest.mean_accepted_length == 1.5  # the gauge's level, not a difference
     assert watch.advice is None
+
+
+def test_scrape_failures_are_logged_once_when_down_and_once_when_back(
+        write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    from autotune.config import load_spec
+    from autotune.sidecar.loop import DOWN_AFTER, Sidecar
+    from autotune.store.session import open_store
+
+    spec_path = write_spec(server={"model": "embedded:gemma3-270m", "port": 0})
+    lines: list[str] = []
+    store = open_store(str(tmp_path / "sidecar.db"))
+    sidecar = Sidecar(load_spec(spec_path), spec_path=spec_path,
+                      target=Target.parse("http://127.0.0.1:9"), store=store,
+                      store_location=str(tmp_path / "sidecar.db"), name="t",
+                      log_dir=tmp_path / "logs", echo=lines.append)
+    answers = iter([503] * (DOWN_AFTER + 2) + [200])
+    # FAULT-INJECTING transport: the live server's /metrics fails, then answers (empty).
+    sidecar.client = httpx.Client(transport=httpx.MockTransport(
+        lambda request: httpx.Response(next(answers), text="")))
+    for _ in range(DOWN_AFTER + 3):
+        sidecar.scrape_once()
+    assert len(lines) == 3, lines
+    assert "failed" in lines[0] and "/healthz answers 503" in lines[1]
+    assert f"works again after {DOWN_AFTER + 2} failed scrapes" in lines[2]

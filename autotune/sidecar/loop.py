@@ -186,19 +186,26 @@ class Sidecar:
                 self.scrape_errors += 1
                 self.failing += 1
                 failing = self.failing
+            # The first failure and the one that turns /healthz to 503 are logged; the rest
+            # would only repeat them every interval.
             if failing in (1, DOWN_AFTER):
                 reason = (str(error).splitlines() or [type(error).__name__])[0]
-                self._log(f"scrape of {self.target.url}/metrics failed: {reason}")
+                down = (f" ({DOWN_AFTER} in a row: /healthz answers 503 until a scrape works)"
+                        if failing == DOWN_AFTER else "")
+                self._log(f"scrape of {self.target.url}/metrics failed: {reason}{down}")
             return []
         with self.lock:
             self.scrapes += 1
-            self.failing = 0
+            recovered, self.failing = self.failing, 0
             self.last_ok_unix = time.time()
             windows_before = self.watch.windows
             # Windows under our own canary's load say nothing about the live setup.
             alarms = self.watch.feed(Scrape(time.monotonic(), counters),
                                      judge=not self.retuner.running)
             live = self.watch.latest if self.watch.windows > windows_before else None
+        if recovered:
+            self._log(f"scrape of {self.target.url}/metrics works again after {recovered} "
+                      f"failed {'scrape' if recovered == 1 else 'scrapes'}")
         if live is not None:
             acceptance = f"{live.acceptance:.2f}" if live.acceptance is not None else "-"
             decode = (f"{live.decode_tokens_per_second:.1f}"

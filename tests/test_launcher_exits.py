@@ -31,7 +31,9 @@ def test_a_server_killed_by_sigill_at_start_is_reported_as_such(tmp_path: Path) 
     # A FAULT-INJECTING stand-in: prints a start-up line, then dies of SIGILL as a llama-server
     # built for another CPU does.
     fault = tmp_path / "fault-injecting-sigill-server"
-    fault.write_text(f"#!{sys.executable}\nimport os, signal\n"
+    # No core file: it would land in the test's working folder.
+    fault.write_text(f"#!{sys.executable}\nimport os, resource, signal\n"
+                     "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
                      "print('init: llama threadpool init, n_threads = 2', flush=True)\n"
                      "os.kill(os.getpid(), signal.SIGILL)\n")
     fault.chmod(0o755)

@@ -58,8 +58,13 @@ def test_record_then_check_side_by_side_writes_every_report(
     assert not server_processes()
 
 
-def test_correctness_finds_drafting_lossless_and_the_quantized_cache_not(
+def test_correctness_and_quality_report_every_changed_greedy_output(
         write_spec: Callable[..., Path], tmp_path: Path, real_drafter: str) -> None:
+    """Drafting is judged token by token against the same setup without drafting, and a lossy
+    cache against f16. Whether a drafter changes an output is the server build's doing: on
+    the native AVX-512 builds earlier stops ran, draft-simple kept all 12 answers; on the
+    portable AVX2 build it flips one near-tied token ("admin" for "user" after a chat-template
+    role marker) in 2 of 12. Either way the gate must say exactly what it saw."""
     outcomes = {}
     setups = {
         "ngram-mod": NGRAM,
@@ -79,8 +84,12 @@ def test_correctness_finds_drafting_lossless_and_the_quantized_cache_not(
         assert result.exit_code in (0, 1, 3), (result.stdout, result.stderr)
         outcomes[name] = {s["name"]: s for s in json.loads(out.read_text())["signals"]}
     for drafting in ("ngram-mod", "draft-simple"):
-        assert outcomes[drafting]["correctness"]["verdict"] == "pass", outcomes[drafting]
-        assert outcomes[drafting]["correctness"]["detail"].startswith("12/12 greedy outputs")
+        correctness = outcomes[drafting]["correctness"]
+        identical = correctness["detail"].startswith("12/12 greedy outputs identical")
+        assert correctness["verdict"] == ("pass" if identical else "regression"), correctness
+        assert identical or "first differs at token" in correctness["detail"], correctness
+    # ngram-mod drafts only where an answer repeats its context: identical on every build seen.
+    assert outcomes["ngram-mod"]["correctness"]["verdict"] == "pass", outcomes["ngram-mod"]
     quality = outcomes["q8_0 cache"]["quality"]
     # Measured on this build: the q8_0 cache changes some greedy outputs (3 of 12 here).
     assert quality["verdict"] == "regression" and quality["estimate"] < 1.0

@@ -226,11 +226,11 @@ def describe_exit(code: int) -> str:
     server killed by signal N as 128 + N; ``Popen`` reports -N."""
     number = -code if code < 0 else code - 128 if code > 128 else 0
     try:
-        name = signal.Signals(number).name
+        killer = signal.Signals(number)
     except ValueError:
         return f"code {code}"
-    cause = _SIGNAL_CAUSES.get(signal.Signals(number))
-    return f"code {code} ({name}{': ' + cause if cause else ''})"
+    cause = _SIGNAL_CAUSES.get(killer)
+    return f"code {code} ({killer.name}{': ' + cause if cause else ''})"
 
 
 def wait_healthy(

@@ -46,3 +46,29 @@ def test_direction_is_reported_and_the_statistic_restarts() -> None:
     directions = [detector.update(130.0) for _ in range(40)]
     assert "up" in directions and "down" not in directions
     assert detector.high < detector.h  # restarted after the alarm
+
+
+def test_a_collapse_alarms_after_two_blocks_and_one_far_block_does_not() -> None:
+    """Two blocks in a row far out alarm at once; the clipped CUSUM alone needs more blocks."""
+    block = DriftSettings().block
+    reference = Reference(math.log(100.0), 0.10)  # noisy, as live acceptance is
+    collapse = [100.0] * 2 * block + [40.0] * 10 * block
+    assert first_alarm(reference, collapse) == 4 * block - 1
+    clip_only = first_alarm(reference, collapse, DriftSettings(extreme=math.inf))
+    assert clip_only is not None and clip_only > 4 * block - 1
+    one_block = [100.0] * 2 * block + [40.0] * block + [100.0] * 10 * block
+    assert first_alarm(reference, one_block) is None
+    apart = [100.0] * 2 * block + ([40.0] * block + [100.0] * block) * 2 + [100.0] * 8 * block
+    assert first_alarm(reference, apart) is None  # far blocks must be neighbours
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(min_value=0.0, max_value=0.09), st.sampled_from([0.02, 0.03, 0.05]))
+def test_the_extreme_rule_leaves_shifts_below_min_shift_to_the_cusum(drop: float,
+                                                                      scale: float) -> None:
+    """However quiet the reference, a lasting shift smaller than ``min_shift`` (10%, in log
+    terms: a drop below 1 - 1/1.1) is not "extreme": it alarms when the CUSUM alone would."""
+    reference = Reference(math.log(100.0), scale)
+    values = [100.0 * (1.0 - drop)] * 10 * DriftSettings().block
+    assert first_alarm(reference, values) == first_alarm(
+        reference, values, DriftSettings(extreme=math.inf))

@@ -110,6 +110,10 @@ class GateSpec(SpecModel):
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     on_inconclusive: Literal["exit-3", "pass", "fail"] = "exit-3"
     correctness_prompts: Annotated[int, Field(ge=0)] = 6  # greedy outputs compared
+    # Drafting may change a greedy token only where the no-drafting run's own log-probabilities
+    # put its choice within this many nats of the drafted run's token (a near-tie that the
+    # rounding of batched verification can tip); 0 fails on any changed token.
+    near_tie_nats: Annotated[float, Field(ge=0)] = 0.1
     # Agreement with the reference (f16 KV, no drafting) below 1 - this fails the gate.
     max_quality_loss: Annotated[float, Field(ge=0, le=1)] | None = None
 

@@ -8,7 +8,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from autotune.gate.judge import acceptance_signal, correctness_signal, overall, throughput_signal
-from autotune.greedy import OutputComparison, first_divergence, token_edit_distance
+from autotune.greedy import (
+    GreedyOutputs,
+    OutputComparison,
+    TokenChoice,
+    _choices,
+    compare_outputs,
+    first_divergence,
+    token_edit_distance,
+)
+from autotune.workload import Prompt
 
 readings = st.lists(st.floats(min_value=10.0, max_value=500.0), min_size=3, max_size=12)
 tokens = st.lists(st.integers(min_value=0, max_value=5), max_size=30)
@@ -93,6 +102,69 @@ def test_drafting_must_be_lossless_but_a_lossy_cache_is_judged_only_by_its_limit
                               max_loss=0.0).verdict == "regression"
     assert correctness_signal("quality", diverged, required=False,
                               max_loss=0.5).verdict == "pass"
+
+
+# Measured on the portable llama-server build: the no-drafting run's own log-probabilities at
+# the token where a Q4_0 drafter's run answered "user" for "admin".
+ADMIN, USER, ASSISTANT = 8473, 2364, 111457
+AT_THE_TIE = [TokenChoice(ADMIN, -2.4497, "admin"), TokenChoice(USER, -2.5205, "user"),
+              TokenChoice(ASSISTANT, -3.2372, "assistant")]
+
+
+def outputs(answers: list[list[int]], choices: bool) -> GreedyOutputs:
+    listed: list[list[list[TokenChoice]] | None] | None = (
+        [[AT_THE_TIE] * len(a) for a in answers] if choices else None)
+    return GreedyOutputs("b1", answers, [" ".join(map(str, a)) for a in answers], listed)
+
+
+def prompt(index: int) -> Prompt:
+    return Prompt(index=index, label="tool-call", max_tokens=8, temperature=0.0, weight=1.0,
+                  messages=({"role": "user", "content": "x"},))
+
+
+def test_a_near_tie_passes_and_a_clear_choice_or_an_unknown_one_fails() -> None:
+    reference = outputs([[1, ADMIN, 5], [1, ADMIN, 5], [1, 2, 3]], choices=True)
+    drafted = outputs([[1, USER, 6], [1, ASSISTANT, 5], [1, 2, 3]], choices=False)
+    tie, far, same = compare_outputs([prompt(i) for i in range(3)], reference, drafted,
+                                     near_tie_nats=0.1)
+    assert same.identical and same.near_tie is None
+    assert tie.near_tie is True and tie.token == "user" and tie.reference_token == "admin"
+    assert tie.logprob_gap is not None and math.isclose(tie.logprob_gap, 0.0708, abs_tol=1e-9)
+    assert far.near_tie is False and far.logprob_gap is not None and far.logprob_gap > 0.7
+
+    only_tie = correctness_signal("correctness", [tie, same], required=True)
+    assert only_tie.verdict == "pass", only_tie
+    assert "1 differ only at a near-tie" in only_tie.detail and "'admin'" in only_tie.detail
+    both = correctness_signal("correctness", [tie, far, same], required=True)
+    assert both.verdict == "regression" and "first differs at token 1" in both.detail
+    assert "0.79 nats likelier than 'assistant'" in both.detail
+    strict = compare_outputs([prompt(0)], outputs([[1, ADMIN]], True), outputs([[1, USER]], False),
+                             near_tie_nats=0.0)
+    assert correctness_signal("correctness", strict, required=True).verdict == "regression"
+    # Without the reference's log-probabilities nothing is known: any change fails.
+    unknown = compare_outputs([prompt(0)], outputs([[1, ADMIN]], False),
+                              outputs([[1, USER]], False), near_tie_nats=0.1)
+    assert unknown[0].near_tie is None
+    assert correctness_signal("correctness", unknown, required=True).verdict == "regression"
+    # A token the reference did not list among its likeliest is far, however many nats.
+    outside = compare_outputs([prompt(0)], outputs([[1, ADMIN]], True), outputs([[1, 42]], False),
+                              near_tie_nats=10.0)
+    assert outside[0].near_tie is False
+    assert "not among its likeliest" in correctness_signal("c", outside, required=True).detail
+
+
+def test_log_probabilities_are_used_only_when_their_tokens_are_the_tokenized_text() -> None:
+    listed = [{"id": 7, "token": "a", "logprob": -0.1,
+               "top_logprobs": [{"id": 7, "token": "a", "logprob": -0.1}]},
+              {"id": 9, "token": "b", "logprob": -0.2,
+               "top_logprobs": [{"id": 9, "token": "b", "logprob": -0.2},
+                                {"id": 3, "token": "c", "logprob": -0.25}]}]
+    assert _choices(listed, [7, 9]) == [[TokenChoice(7, -0.1, "a")],
+                                        [TokenChoice(9, -0.2, "b"), TokenChoice(3, -0.25, "c")]]
+    assert _choices(listed, [7, 8]) is None  # ids that do not line up: nothing is looked up
+    assert _choices(listed, [7]) is None
+    assert _choices([{"token": "a"}], [7]) is None  # no ids (an older server's format)
+    assert _choices(None, [7]) is None
 
 
 def test_overall_is_red_on_any_regression_then_inconclusive() -> None:

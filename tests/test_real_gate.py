@@ -63,9 +63,10 @@ def test_correctness_and_quality_report_every_changed_greedy_output(
     """Drafting is judged token by token against the same setup without drafting, and a lossy
     cache against f16. Whether a drafter changes an output is the server build's doing: on
     the native AVX-512 builds earlier stops ran, draft-simple kept all 12 answers; on the
-    portable AVX2 build it changes one token ("admin" for "user" after a chat-template role
-    marker, most likely a near-tie) in 2 of 12. Either way the gate must say what it saw."""
-    outcomes = {}
+    portable AVX2 build it changes one token ("user" for "admin" after a chat-template role
+    marker) in 2 of 12, where the no-drafting run's own log-probabilities had the two within
+    0.071 and 0.011 nats: near-ties, which pass and are reported. Any other change fails."""
+    outcomes, changed = {}, {}
     setups = {
         "ngram-mod": NGRAM,
         "draft-simple": {"method": "draft-simple", "draft_max": 4, "p_min": 0.0,
@@ -82,14 +83,20 @@ def test_correctness_and_quality_report_every_changed_greedy_output(
         result = runner.invoke(app, ["gate", "check", str(baseline), str(spec), "--ab",
                                      "--json", str(out)])
         assert result.exit_code in (0, 1, 3), (result.stdout, result.stderr)
-        outcomes[name] = {s["name"]: s for s in json.loads(out.read_text())["signals"]}
+        report = json.loads(out.read_text())
+        outcomes[name] = {s["name"]: s for s in report["signals"]}
+        changed[name] = [o for o in report["outputs"]
+                         if o["against"] == "same setup without drafting" and not o["identical"]]
     for drafting in ("ngram-mod", "draft-simple"):
         correctness = outcomes[drafting]["correctness"]
-        identical = correctness["detail"].startswith("12/12 greedy outputs identical")
-        assert correctness["verdict"] == ("pass" if identical else "regression"), correctness
-        assert identical or "first differs at token" in correctness["detail"], correctness
-    # ngram-mod drafts only where an answer repeats its context: identical on every build seen.
-    assert outcomes["ngram-mod"]["correctness"]["verdict"] == "pass", outcomes["ngram-mod"]
+        # The twin's log-probabilities reached the judge for every changed answer...
+        assert all(o["near_tie"] is not None for o in changed[drafting]), changed[drafting]
+        # ... the verdict follows them, and on every build seen drafting changed nothing else.
+        real = [o for o in changed[drafting] if not o["near_tie"]]
+        assert correctness["verdict"] == ("regression" if real else "pass"), correctness
+        assert not real, (drafting, correctness, real)
+        if changed[drafting]:
+            assert "near-tie" in correctness["detail"], correctness
     quality = outcomes["q8_0 cache"]["quality"]
     # Measured on this build: the q8_0 cache changes some greedy outputs (3 of 12 here).
     assert quality["verdict"] == "regression" and quality["estimate"] < 1.0

@@ -118,20 +118,34 @@ def acceptance_signal(name: str, before: Sequence[float | None], after: Sequence
 def correctness_signal(name: str, comparisons: Sequence[OutputComparison], *,
                        required: bool, max_loss: float | None = None) -> Signal:
     """Share of prompts whose greedy output is identical. ``required``: any divergence is a
-    regression (drafting at temperature 0 must be lossless); otherwise the share is judged
-    against ``max_loss`` when given, and only reported when not."""
+    regression (drafting at temperature 0 is lossless by design) unless the reference's own
+    log-probabilities show a near-tie there, a choice that rounding can tip; otherwise the
+    share is judged against ``max_loss`` when given, and only reported when not."""
     if not comparisons:
         return Signal(name, "not-applicable", None, None, None, "no outputs compared")
     same = sum(c.identical for c in comparisons)
     share = same / len(comparisons)
     diverged = [c for c in comparisons if not c.identical]
+    ties = [c for c in diverged if c.near_tie]
+    real = [c for c in diverged if not c.near_tie]
     detail = f"{same}/{len(comparisons)} greedy outputs identical"
-    if diverged:
-        first = diverged[0]
+    if real:
+        first = real[0]
         detail += (f"; prompt {first.prompt_index} ({first.label}) first differs at token "
                    f"{first.first_divergence}, edit distance {first.edit_distance} tokens")
+        if first.near_tie is False:
+            detail += (f" (the reference chose {first.reference_token!r}"
+                       + (f", {first.logprob_gap:.2f} nats likelier than {first.token!r})"
+                          if first.logprob_gap is not None else
+                          "; this token was not among its likeliest)"))
+    if ties:
+        widest = max(ties, key=lambda c: c.logprob_gap or 0.0)
+        detail += (f"; {len(ties)} differ only at a near-tie (the reference's own token at "
+                   f"most {widest.logprob_gap:.3f} nats ahead: prompt {widest.prompt_index} "
+                   f"token {widest.first_divergence}, {widest.reference_token!r} against "
+                   f"{widest.token!r})")
     if required:
-        verdict: Verdict = "pass" if not diverged else "regression"
+        verdict: Verdict = "pass" if not real else "regression"
     elif max_loss is not None:
         verdict = "pass" if 1.0 - share <= max_loss else "regression"
     else:

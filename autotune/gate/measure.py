@@ -98,7 +98,8 @@ class GateMeasurer:
         raise GateSetupError(f"{side.label} ({side.config.describe()}) could not be measured: "
                              f"{trial.failure_reason}")
 
-    def greedy_outputs(self, side: Side, prompts: Sequence[Prompt]) -> GreedyOutputs:
+    def greedy_outputs(self, side: Side, prompts: Sequence[Prompt], *,
+                       top_logprobs: int = 0) -> GreedyOutputs:
         """``side``'s greedy answers to ``prompts`` and its build (one launch)."""
         tuner = self._tuner(side)
         name = side.label.replace(" ", "-")
@@ -108,6 +109,7 @@ class GateMeasurer:
                 tuner.backend, tuner.launch_settings(0), side.config, prompts,
                 log_path=self.log_dir / f"gate-outputs-{name}.log",
                 startup_timeout_s=self.spec.server.startup_timeout_s,
-                request_timeout_s=self.spec.workload.request_timeout_s)
+                request_timeout_s=self.spec.workload.request_timeout_s,
+                top_logprobs=top_logprobs)
         except OutputsError as error:
             raise GateSetupError(f"{side.label}: {error}") from None

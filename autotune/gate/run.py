@@ -37,6 +37,7 @@ from autotune.workload import Workload
 BASELINE_FORMAT = 1
 REMEASURE_DISTURBED = 4  # launches measured again because outside load disturbed them
 PAUSE_AFTER_LOAD_S = 5.0
+TOP_LOGPROBS = 3  # likeliest tokens asked of a no-drafting run, to tell near-ties apart
 
 
 @dataclass
@@ -313,8 +314,9 @@ def _correctness(measurer: GateMeasurer, spec: TuneSpec, workload: Workload,
                  current: Side) -> tuple[list[dict[str, Any]], list[Signal], str | None]:
     """Greedy outputs of the setup against (a) the same setup without drafting, which must
     be identical (drafting at temperature 0 is lossless by design; a difference is a server
-    or drafter bug), and (b) the reference, f16 KV with no drafting at the server's defaults,
-    whose agreement measures what a lossy KV cache costs."""
+    or drafter bug) except at a near-tie by the twin's own log-probabilities, and (b) the
+    reference, f16 KV with no drafting at the server's defaults, whose agreement measures
+    what a lossy KV cache costs."""
     prompts = workload.schedule(min(spec.gate.correctness_prompts, workload.distinct_count), 0)
     mine = measurer.greedy_outputs(current, prompts)
     setup = current.config
@@ -324,12 +326,14 @@ def _correctness(measurer: GateMeasurer, spec: TuneSpec, workload: Workload,
     known: dict[SpecConfig, GreedyOutputs] = {setup: mine}
 
     def outputs_of(config: SpecConfig, label: str) -> GreedyOutputs:
-        if config not in known:
-            known[config] = measurer.greedy_outputs(Side(label, config, current.binary), prompts)
+        if config not in known:  # setups that do not draft: their log-probabilities are safe
+            known[config] = measurer.greedy_outputs(Side(label, config, current.binary), prompts,
+                                                    top_logprobs=TOP_LOGPROBS)
         return known[config]
 
     if prompts and drafts(setup.method):
-        compared = compare_outputs(prompts, outputs_of(twin, "no-drafting twin"), mine)
+        compared = compare_outputs(prompts, outputs_of(twin, "no-drafting twin"), mine,
+                                   near_tie_nats=spec.gate.near_tie_nats)
         signals.append(correctness_signal("correctness", compared, required=True))
         outputs += [{"against": "same setup without drafting", **asdict(c)} for c in compared]
     else:

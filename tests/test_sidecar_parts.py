@@ -309,3 +309,18 @@ def test_scrape_failures_are_logged_once_when_down_and_once_when_back(
     assert len(lines) == 3, lines
     assert "failed" in lines[0] and "/healthz answers 503" in lines[1]
     assert f"works again after {DOWN_AFTER + 2} failed scrapes" in lines[2]
+
+
+def test_a_stalled_loop_dumps_every_stack_to_stderr() -> None:
+    """The watchdog the sidecar's loop re-arms each step: if a step never comes back, stderr
+    (the sidecar's log) says where every thread waits."""
+    import subprocess
+    import sys
+
+    code = ("import time\nfrom autotune.sidecar.loop import _watchdog\n"
+            "def stuck_in_a_step():\n    time.sleep(3)\n"
+            "_watchdog(0.5)\nstuck_in_a_step()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Timeout" in done.stderr and "stuck_in_a_step" in done.stderr, done.stderr

@@ -7,6 +7,9 @@ keeps scraping while it runs."""
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import math
 import sys
 import threading
@@ -34,7 +37,7 @@ from autotune.sidecar.exporter import (
     StudyCollector,
     serve,
 )
-from autotune.sidecar.retune import RetuneResult, Retuner, run_apply
+from autotune.sidecar.retune import APPLY_TIMEOUT_S, RetuneResult, Retuner, run_apply
 from autotune.sidecar.watch import Alarm, Watch, step_cost_of
 from autotune.space import SpecConfig
 from autotune.store import repository as repo
@@ -43,6 +46,7 @@ from autotune.store.session import Store
 Echo = Callable[[str], None]
 DOWN_AFTER = 3  # failed scrapes in a row before /healthz says 503
 EXPORTED = 5  # studies exported: the latest recommendation's and the retunes before it
+STALL_INTERVALS = 30  # a step this many intervals (at least 2 min) late dumps every stack
 
 
 @dataclass(frozen=True)
@@ -286,14 +290,18 @@ class Sidecar:
                   f"http://{self.settings.listen_host}:{port}/metrics")
         if on_listening:
             on_listening(int(port))
+        stall_s = max(120.0, STALL_INTERVALS * self.settings.interval_s,
+                      APPLY_TIMEOUT_S + 60.0 if self.settings.apply_command else 0.0)
         try:
             while True:
+                _watchdog(stall_s)
                 self.step()
                 self.wake.wait(self.settings.interval_s)
                 self.wake.clear()
         except (KeyboardInterrupt, Terminated):
             self._log("stopping")
         finally:
+            faulthandler.cancel_dump_traceback_later()
             if self.retuner.running:
                 self._log("stopping the running retune and its canary")
                 result = self.retuner.stop()
@@ -303,3 +311,11 @@ class Sidecar:
             server.server_close()
             self.client.close()
             self._log("sidecar stopped")
+
+
+def _watchdog(stall_s: float) -> None:
+    """(Re)arm a dump of every thread's stack to stderr should the loop not come back within
+    ``stall_s``: a sidecar once went silent for 420 s in CI and left nothing to say where it
+    waited. Skipped where stderr is not a file (in-process tests)."""
+    with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):
+        faulthandler.dump_traceback_later(stall_s, repeat=False, file=sys.stderr.fileno())

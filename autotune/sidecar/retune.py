@@ -24,6 +24,7 @@ from autotune.store import repository as repo
 from autotune.store.session import Store
 
 Log = Callable[[str], None]
+APPLY_TIMEOUT_S = 600.0  # the user's apply command runs in the loop's step, at most this long
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def apply_argv(template: Sequence[str], command: Sequence[str]) -> list[str]:
 
 
 def run_apply(template: Sequence[str], recommendation: dict[str, Any], log: Log,
-              timeout_s: float = 600.0) -> int | None:
+              timeout_s: float = APPLY_TIMEOUT_S) -> int | None:
     """Run the opt-in apply command; its exit code, or ``None`` when it could not run."""
     argv = apply_argv(template, recommendation.get("command") or [])
     log(f"apply: running {argv!r}")

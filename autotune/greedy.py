@@ -129,8 +129,8 @@ def greedy_outputs(backend: Backend, settings: LaunchSettings, config: SpecConfi
                    request_timeout_s: float, top_logprobs: int = 0) -> GreedyOutputs:
     """Start ``config`` once (on a free port of ``settings.host``), ask every prompt at
     temperature 0, not streamed, and stop it. ``top_logprobs``: also ask for that many
-    likeliest tokens at each position. Ask only a setup that does not draft: on llama-server
-    a drafting run that is asked for them answered differently than one that is not."""
+    likeliest tokens at each position (the gate asks the run that does not draft: its
+    probabilities are the ones that say whether a divergence was a near-tie)."""
     port = free_port(settings.host)
     settings = LaunchSettings(**{**settings.__dict__, "port": port})
     base_url = f"http://{url_host(settings.host)}:{port}"

@@ -326,7 +326,7 @@ def _correctness(measurer: GateMeasurer, spec: TuneSpec, workload: Workload,
     known: dict[SpecConfig, GreedyOutputs] = {setup: mine}
 
     def outputs_of(config: SpecConfig, label: str) -> GreedyOutputs:
-        if config not in known:  # setups that do not draft: their log-probabilities are safe
+        if config not in known:  # a reference: its log-probabilities judge divergences
             known[config] = measurer.greedy_outputs(Side(label, config, current.binary), prompts,
                                                     top_logprobs=TOP_LOGPROBS)
         return known[config]

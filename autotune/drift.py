@@ -15,7 +15,7 @@ windows are heavy-tailed, bursty and correlated. So here:
 - the allowance ``k`` is half the smallest shift worth acting on (``min_shift``, 10% by
   default), not half a standard deviation: a change too small to retune for never alarms;
 - the threshold ``h`` is solved from Siegmund's approximation for a target in-control run
-  length (``arl0`` windows between false alarms, if the windows were independent);
+  length (``arl0`` blocks between false alarms, if the blocks were independent);
 - the clip also caps how fast a collapse is seen: acceptance falling from 0.95 to 0.10 moved
   the statistic no faster than a 20% drop (4-5 blocks on the real server's noisy acceptance).
   So, as in a combined Shewhart-CUSUM scheme (Lucas, 1982), two blocks in a row beyond
@@ -135,7 +135,8 @@ class Cusum:
     def _extreme(self, shift: float) -> str | None:
         """The side ("up", "down") a block's log shift lies on when it is past ``extreme``
         scales and past ``min_shift``; ``None`` when it is not that far out."""
-        far = max(self.settings.extreme * self.reference.scale, math.log1p(self.settings.min_shift))
+        far = max(self.settings.extreme * self.reference.scale,
+                  math.log1p(self.settings.min_shift))
         if abs(shift) <= far:
             return None
         return "up" if shift > 0 else "down"

@@ -34,8 +34,8 @@ class GreedyOutputs:
     build: str | None  # the server's /props build_info
     tokens: list[list[int]]  # each answer, tokenized by the same server
     texts: list[str]
-    # Per answer, when asked for: at each token the server's likeliest tokens there, best
-    # first; None for an answer whose log-probabilities the server did not give, or whose
+    # Per answer, when asked for: at each token the server's likeliest tokens there, as it
+    # listed them; None for an answer whose log-probabilities the server did not give, or whose
     # token ids do not line up with the tokenized text (nothing could be looked up safely).
     choices: list[list[list[TokenChoice]] | None] | None = None
 
@@ -55,8 +55,8 @@ class OutputComparison:
     # token, this output's token, and how much likelier (nats) the reference found its own.
     # A near-tie is a gap within ``near_tie_nats``: two tokens the reference itself nearly
     # could not tell apart, where the rounding of a batched verification can tip the choice.
-    # None: cannot tell (no log-probabilities, or this output's token is not among the
-    # reference's likeliest there, which is not near).
+    # None: cannot tell (no usable log-probabilities). A token that is not among the
+    # reference's likeliest there is far: near_tie False, with no gap.
     reference_token: str = ""
     token: str = ""
     logprob_gap: float | None = None

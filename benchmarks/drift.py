@@ -1,9 +1,9 @@
 """SIMULATION: how often the sidecar's drift detector cries wolf on a long stable stream, and
-how fast it sees a real 20% drop and a 60% collapse. The streams are simulated (no server runs): per-window
-log throughput with AR(1) correlation, heavy tails (Student t, 4 degrees of freedom) and
-bursts from noisy neighbours (1% of windows start a 1-5 window drop of 15-40%), which is what
-made textbook CUSUM (k = 0.5, h = 5 on standardized values) alarm on stable streams (river
-#1914). Nothing here is evidence about a real server.
+how fast it sees a real 20% drop and a 60% collapse. The streams are simulated (no server
+runs): per-window log throughput with AR(1) correlation, heavy tails (Student t, 4 degrees
+of freedom) and bursts from noisy neighbours (1% of windows start a 1-5 window drop of
+15-40%), which is what made textbook CUSUM (k = 0.5, h = 5 on standardized values) alarm on
+stable streams (river #1914). Nothing here is evidence about a real server.
 
     python3 benchmarks/drift.py [--windows 200000] [--runs 400] [--reference-windows 40]
                                 [--extreme inf]   # inf: the clipped CUSUM alone

@@ -26,7 +26,10 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
                       key=lambda t: -(t.objective or 0.0))
     failed = [t for t in search if t.state == TrialState.FAILED]
     agreed = agreements or {}
-    header = (f"{'#':>3}  {'setup':<52} {'tok/s':>7} {'decode':>7} {'vs base':>7} {'accept':>6} "
+    # Wide enough for every label shown: a drafter's file name must not push its row's figures
+    # out from under their headings.
+    width = max([52, *(len(t.config.describe()) for t in [*measured[:limit], *failed])])
+    header = (f"{'#':>3}  {'setup':<{width}} {'tok/s':>7} {'decode':>7} {'vs base':>7} {'accept':>6} "
               f"{'same':>5} "
               f"{'ttft p95':>8} {'tpot p95':>8}  state")
     lines = [header, "-" * len(header)]
@@ -35,7 +38,8 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
         ratio = f"x{trial.objective / baseline:.2f}" if baseline and trial.objective else "-"
         state = "ok" if trial.feasible else "limit: " + "; ".join(trial.violated)
         lines.append(
-            f"{trial.number:>3}  {trial.config.describe():<52} {_fmt(trial.objective, '.1f'):>7} "
+            f"{trial.number:>3}  {trial.config.describe():<{width}} "
+            f"{_fmt(trial.objective, '.1f'):>7} "
             f"{_fmt(primary.get('decode_tokens_per_second'), '.1f'):>7} {ratio:>7} "
             f"{_fmt(primary.get('acceptance'), '.2f'):>6} "
             f"{agreement_label(agreed.get(setting_of(trial.config)), trial.config):>5} "
@@ -49,7 +53,7 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
         lines.append("  'vs base' is against a baseline launch that broke a limit ("
                      + "; ".join(anchor.violated) + "); read the ratios with care")
     for trial in failed:
-        lines.append(f"{trial.number:>3}  {trial.config.describe():<52} FAILED: "
+        lines.append(f"{trial.number:>3}  {trial.config.describe():<{width}} FAILED: "
                      f"{trial.failure_reason}")
     return "\n".join(lines)
 

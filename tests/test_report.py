@@ -1,0 +1,27 @@
+"""The study's terminal table."""
+
+from __future__ import annotations
+
+from autotune.report import results_table
+from autotune.space import BASELINE, SpecConfig
+from autotune.store.repository import TrialRecord
+
+
+def _trial(number: int, config: SpecConfig, tokens_per_second: float) -> TrialRecord:
+    summary = [{"decode_tokens_per_second": tokens_per_second * 1.1, "acceptance": 0.9,
+                "ttft_p95_ms": 200.0, "tpot_p95_ms": 14.0}]
+    return TrialRecord(number, number, "search", "complete", config, tokens_per_second, True,
+                       [], summary, [], None, None, 1.0, 10.0)
+
+
+def test_a_long_drafter_label_keeps_every_figure_under_its_heading() -> None:
+    drafter = "/models/Qwen2.5-Coder-0.5B-Instruct-Q8_0.gguf"
+    long = SpecConfig("draft-simple", 8, 0.6, drafter, "f16", "f16", "auto")
+    assert len(long.describe()) > 52  # longer than the column once was
+    table = results_table([_trial(0, BASELINE, 50.0), _trial(1, long, 80.0),
+                           _trial(2, SpecConfig("ngram-mod", 12), 70.0)])
+    header, _, *rows = table.splitlines()
+    for heading in ("tok/s", "decode", "vs base", "ttft p95"):
+        end = header.index(heading) + len(heading)  # figures are right-aligned under it
+        for row in rows:
+            assert row[end - 1] != " " and row[end] == " ", (heading, row)

@@ -28,11 +28,12 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
     agreed = agreements or {}
     # Wide enough for every label shown: a drafter's file name must not push its row's figures
     # out from under their headings.
-    width = max([52, *(len(t.config.describe()) for t in [*measured[:limit], *failed])])
+    shown = measured[:limit]
+    width = max([52, *(len(t.config.describe()) for t in [*shown, *failed])])
     header = (f"{'#':>3}  {'setup':<{width}} {'tok/s':>7} {'decode':>7} {'vs base':>7} "
               f"{'accept':>6} {'same':>5} {'ttft p95':>8} {'tpot p95':>8}  state")
     lines = [header, "-" * len(header)]
-    for trial in measured[:limit]:
+    for trial in shown:
         primary = trial.summary[0] if trial.summary else {}
         ratio = f"x{trial.objective / baseline:.2f}" if baseline and trial.objective else "-"
         state = "ok" if trial.feasible else "limit: " + "; ".join(trial.violated)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autotune.controller import progress_line
 from autotune.report import results_table
 from autotune.space import BASELINE, SpecConfig
 from autotune.store.repository import TrialRecord
@@ -25,3 +26,20 @@ def test_a_long_drafter_label_keeps_every_figure_under_its_heading() -> None:
         end = header.index(heading) + len(heading)  # figures are right-aligned under it
         for row in rows:
             assert row[end - 1] != " " and row[end] == " ", (heading, row)
+
+
+def test_progress_lines_keep_their_figures_in_columns_whatever_the_label() -> None:
+    drafter = "/models/Qwen2.5-Coder-0.5B-Instruct-Q8_0.gguf"
+    failed = TrialRecord(3, 3, "search", "failed", SpecConfig("ngram-mod", 12), None, False,
+                         [], [], [], "server exited with status 1", None, 1.0, 10.0)
+    lines = [progress_line(_trial(0, BASELINE, 50.0), 1, 30),
+             progress_line(_trial(1, SpecConfig("draft-simple", 8, 0.6, drafter), 80.0), 2, 30),
+             progress_line(_trial(2, SpecConfig("ngram-mod", 12), 170.0), 3, 30),
+             progress_line(failed, 4, 30)]
+    ends = {line.index(" t/s") for line in lines[:3]}
+    assert len(ends) == 1, lines
+    labels = {line.index(config.describe()) for line, config in
+              zip(lines, [BASELINE, SpecConfig("draft-simple", 8, 0.6, drafter),
+                          SpecConfig("ngram-mod", 12), SpecConfig("ngram-mod", 12)])}
+    assert len(labels) == 1, lines  # every label starts in one column, the failed one's too
+    assert "FAILED" in lines[3] and lines[3].endswith("server exited with status 1")

@@ -393,12 +393,14 @@ def _worth_remeasuring(trial: TrialRecord, finished: list[TrialRecord]) -> bool:
 
 def progress_line(trial: TrialRecord, done: int, budget: int) -> str:
     """One line per finished trial. The figures come before the setup's label, whose length
-    varies (a drafter's file name), so they stay in columns."""
+    varies (a drafter's file name), so they stay in columns. ``#N`` is the trial's number, as
+    in the results table and its server log's name (``trial-NNN.log``)."""
     label = trial.config.describe()
+    head = f"[{done:>3}/{budget}] #{trial.number:<4}"
     if trial.state == TrialState.FAILED:
-        return f"[{done:>3}/{budget}] {'FAILED':>7}{'':14}  {label}  {trial.failure_reason}"
+        return f"{head} {'FAILED':>7}{'':14}  {label}  {trial.failure_reason}"
     primary = trial.summary[0] if trial.summary else {}
     acceptance = primary.get("acceptance")
     shown = f"acc {acceptance:.2f}" if isinstance(acceptance, float) else "        "
     state = "ok" if trial.feasible else "over limit: " + "; ".join(trial.violated)
-    return f"[{done:>3}/{budget}] {trial.objective or 0:7.1f} t/s  {shown}  {label}  {state}"
+    return f"{head} {trial.objective or 0:7.1f} t/s  {shown}  {label}  {state}"

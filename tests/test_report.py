@@ -43,3 +43,4 @@ def test_progress_lines_keep_their_figures_in_columns_whatever_the_label() -> No
                           SpecConfig("ngram-mod", 12), SpecConfig("ngram-mod", 12)])}
     assert len(labels) == 1, lines  # every label starts in one column, the failed one's too
     assert "FAILED" in lines[3] and lines[3].endswith("server exited with status 1")
+    assert lines[3].startswith("[  4/30] #3 ")  # its number names its log: trial-003.log

@@ -52,6 +52,14 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
         # A hung or erroring baseline makes every ratio look like a huge win: say so.
         lines.append("  'vs base' is against a baseline launch that broke a limit ("
                      + "; ".join(anchor.violated) + "); read the ratios with care")
+    rounds = sorted(t.objective for t in trials
+                    if t.phase == "finish" and t.config == BASELINE and t.objective)
+    if baseline and rounds and not rounds[0] <= baseline <= rounds[-1]:
+        # One launch per setup: a baseline launch caught in a slow (or fast) spell scales every
+        # ratio above. The finish's side-by-side rounds are what the decision reads.
+        lines.append(f"  'vs base' is against no drafting's one search launch ({baseline:.1f} "
+                     f"t/s); it read {rounds[0]:.1f}-{rounds[-1]:.1f} t/s in the finish's rounds,")
+        lines.append("  whose side-by-side ratios (below) are the measured speedup")
     for trial in failed:
         lines.append(f"{trial.number:>3}  {trial.config.describe():<{width}} FAILED: "
                      f"{trial.failure_reason}")

@@ -44,3 +44,17 @@ def test_progress_lines_keep_their_figures_in_columns_whatever_the_label() -> No
     assert len(labels) == 1, lines  # every label starts in one column, the failed one's too
     assert "FAILED" in lines[3] and lines[3].endswith("server exited with status 1")
     assert lines[3].startswith("[  4/30] #3 ")  # its number names its log: trial-003.log
+
+
+def test_a_baseline_launch_outside_its_finish_rounds_is_named_under_the_table() -> None:
+    ngram = SpecConfig("ngram-mod", 12)
+    search = [_trial(0, BASELINE, 50.0), _trial(1, ngram, 90.0)]
+    rounds = [TrialRecord(10 + i, 10 + i, "finish", "complete", BASELINE, value, True, [], [],
+                          [], None, None, 1.0, 10.0, round=i) for i, value in enumerate([70., 74.])]
+    table = results_table([*search, *rounds])
+    assert "x1.80" in table  # the search's own ratio stays as measured...
+    assert "(50.0 t/s); it read 70.0-74.0 t/s in the finish's rounds" in table  # ...and is named
+    inside = [TrialRecord(12, 12, "finish", "complete", BASELINE, 49.0, True, [], [], [], None,
+                          None, 1.0, 10.0, round=0), rounds[0]]
+    assert "finish's rounds" not in results_table([*search, *inside])
+    assert "finish's rounds" not in results_table(search)

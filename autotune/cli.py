@@ -234,7 +234,7 @@ def _log_root(spec: TuneSpec) -> Path:
 @app.command()
 def show(
     store: StoreOpt = "autotune.db",
-    study: Annotated[Optional[str], typer.Option(help="Study name (default: the latest).")] = None,  # noqa: UP045
+    study: Annotated[Optional[str], typer.Option("--study", "--name", help="Study name (default: the latest).")] = None,  # noqa: UP045
     as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
     form: Annotated[Optional[str], typer.Option("--format", help="Print only the recommended launch as: shell, env, docker, llama-swap, systemd, kubernetes, json.")] = None,  # noqa: UP045
 ) -> None:

@@ -225,8 +225,13 @@ def run_verify(
     """Re-measure the stored recommendation against no drafting (or, when no drafting was
     recommended, against the best drafting setup), interleaved, and decide again."""
     study = repo.find_study(store, name)
-    if study is None or not study.recommendation:
-        raise SpecError(f"study {name!r} has no recommendation in {store.url}; run tune first")
+    if study is None:
+        names = ", ".join(s.name for s in repo.list_studies(store)) or "none"
+        raise SpecError(f"no study {name!r} in {store.url} (studies there: {names}); "
+                        "name one with --name")
+    if not study.recommendation:
+        raise SpecError(f"study {name!r} has no recommendation in {store.url}; finish it with "
+                        "`autotune tune --resume`")
     recommended = SpecConfig.from_params(study.recommendation["params"])
     if drafts(recommended.method):
         challenger = BASELINE

@@ -160,3 +160,22 @@ def test_gate_bad_input_is_one_line(write_spec: Callable[..., Path], tmp_path: P
     assert "gate.setup: not a setup" in one_line_error(["gate", "record", str(bad_setup)])
     assert "--out" in one_line_error(["gate", "record", str(pinned), "--out",
                                       str(tmp_path / "no" / "such" / "b.json")])
+
+
+def test_verify_and_show_of_a_study_that_does_not_exist_name_the_ones_that_do(
+        write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    from autotune.store import repository as repo
+    from autotune.store.session import open_store
+
+    db = tmp_path / "results.db"
+    store = open_store(str(db))
+    repo.create_study(store, name="kept", server_kind="llama-cpp", strategy="random", seed=0,
+                      trials_budget=1, spec={})
+    spec = write_spec()
+    line = one_line_error(["verify", str(spec), "--name", "nope"])
+    assert "no study 'nope'" in line and "studies there: kept" in line
+    line = one_line_error(["verify", str(spec), "--name", "kept"])
+    assert "no recommendation" in line and "--resume" in line
+    for flag in ("--study", "--name"):  # tune and verify say --name; show takes both
+        line = one_line_error(["show", "--store", str(db), flag, "nope"])
+        assert "no study 'nope'" in line and "kept" in line

@@ -240,21 +240,31 @@ def _resolve(path: str, base: Path) -> str:
     return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
 
 
+def _resolve_model(value: str, base: Path, *, hub: bool) -> str:
+    """vLLM and SGLang load a Hugging Face repo id (``Qwen/Qwen3-8B``) as well as a folder: an
+    id is passed on as written, unless a folder of that name sits next to the spec. A path
+    written as one (``./``, ``../``, ``~``, ``/``) is always a path."""
+    if hub and not value.startswith((".", "~", "/")) and not (base / value).exists():
+        return value
+    return _resolve(value, base)
+
+
 def parse_spec(data: dict[str, Any], *, source: str, base_dir: Path) -> TuneSpec:
     try:
         spec = TuneSpec.model_validate(data)
     except ValidationError as error:
         raise SpecError(format_validation_error(source, error)) from None
+    hub = spec.server.kind in ("vllm", "sglang")
     server = spec.server.model_copy(
         update={
-            "model": _resolve(spec.server.model, base_dir),
+            "model": _resolve_model(spec.server.model, base_dir, hub=hub),
             "binary": spec.server.binary
             if "/" not in spec.server.binary
             else _resolve(spec.server.binary, base_dir),
         }
     )
     space = spec.space.model_copy(
-        update={"drafters": [_resolve(d, base_dir) for d in spec.space.drafters]}
+        update={"drafters": [_resolve_model(d, base_dir, hub=hub) for d in spec.space.drafters]}
     )
     workload = spec.workload.model_copy(
         update={"files": [_resolve(f, base_dir) for f in spec.workload.files]}
@@ -262,7 +272,7 @@ def parse_spec(data: dict[str, Any], *, source: str, base_dir: Path) -> TuneSpec
     store = spec.store.model_copy(update={"path": _resolve(spec.store.path, base_dir)})
     gate = spec.gate
     if gate.setup and isinstance(gate.setup.get("drafter"), str):
-        setup = {**gate.setup, "drafter": _resolve(gate.setup["drafter"], base_dir)}
+        setup = {**gate.setup, "drafter": _resolve_model(gate.setup["drafter"], base_dir, hub=hub)}
         gate = gate.model_copy(update={"setup": setup})
     return spec.model_copy(
         update={"server": server, "space": space, "workload": workload, "store": store,

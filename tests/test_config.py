@@ -70,6 +70,24 @@ def test_relative_paths_resolve_against_the_spec_folder() -> None:
     assert spec.store.path == "/specs/r.db"
 
 
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+def test_hub_servers_keep_a_hugging_face_id_as_written(kind: str, tmp_path: Path) -> None:
+    def load(model: str, drafter: str) -> object:
+        return parse_spec({"server": {"kind": kind, "model": model}, "space": {
+            "cache_type_k": ["auto"], "cache_type_v": ["auto"], "methods": ["draft-eagle3"],
+            "drafters": [drafter]}}, source="spec.toml", base_dir=tmp_path)
+
+    spec = load("Qwen/Qwen3-8B", "Tengyunw/qwen3_8b_eagle3")
+    assert spec.server.model == "Qwen/Qwen3-8B"  # not <spec folder>/Qwen/Qwen3-8B
+    assert spec.space.drafters == ["Tengyunw/qwen3_8b_eagle3"]
+    (tmp_path / "models" / "q8b").mkdir(parents=True)  # a folder next to the spec is a path
+    spec = load("models/q8b", "./heads/eagle")
+    assert spec.server.model == str(tmp_path / "models" / "q8b")
+    assert spec.space.drafters == [str(tmp_path / "heads" / "eagle")]
+    llama = parse({"server": {"model": "Qwen/Qwen3-8B.gguf"}})  # llama-server takes files
+    assert llama.server.model == "/specs/Qwen/Qwen3-8B.gguf"
+
+
 def test_default_spec_is_valid() -> None:
     from autotune.config import load_spec
     from autotune.embedded import default_spec_path
@@ -99,3 +117,5 @@ def test_every_example_spec_is_valid(path: Path) -> None:
 
     spec = load_spec(path)
     assert spec.search_space().grid()
+    if spec.server.kind in ("vllm", "sglang"):  # Hugging Face ids, launched as written
+        assert not spec.server.model.startswith(str(path.parent))

@@ -53,7 +53,8 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
         lines.append("  'vs base' is against a baseline launch that broke a limit ("
                      + "; ".join(anchor.violated) + "); read the ratios with care")
     rounds = sorted(t.objective for t in trials
-                    if t.phase == "finish" and t.config == BASELINE and t.objective)
+                    if t.phase == "finish" and t.config == BASELINE and t.objective
+                    and not t.disturbed)
     if baseline and rounds and not rounds[0] <= baseline <= rounds[-1]:
         # One launch per setup: a baseline launch caught in a slow (or fast) spell scales every
         # ratio above. The finish's side-by-side rounds are what the decision reads.

@@ -231,7 +231,7 @@ def run_verify(
                         "name one with --name")
     if not study.recommendation:
         raise SpecError(f"study {name!r} has no recommendation in {store.url}; finish it with "
-                        "`autotune tune --resume`")
+                        f"`autotune tune --resume --name {name}`")
     recommended = SpecConfig.from_params(study.recommendation["params"])
     if drafts(recommended.method):
         challenger = BASELINE

@@ -110,7 +110,8 @@ def tune(
             results, outcome.study.id)))
         typer.echo("")
         breakdown = class_breakdown(outcome.trials, {
-            "recommended": outcome.decision.config.key, "no drafting": _baseline_key()},
+            "recommended": outcome.decision.config.key,
+            "no drafting": spec.search_space().baseline.key},
             classes=workload.labels)
         if breakdown:
             typer.echo(breakdown)
@@ -184,12 +185,6 @@ def check_writable(path: Path, option: str) -> None:
                         "another path")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise SpecError(f"{option} {path}: not writable; give a path you can write")
-
-
-def _baseline_key() -> str:
-    from autotune.space import BASELINE
-
-    return BASELINE.key
 
 
 @app.command()

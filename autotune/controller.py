@@ -36,7 +36,7 @@ from autotune.measurements import LevelResult
 from autotune.prober import probe
 from autotune.quality import QualityGuard, quality_violation
 from autotune.reuse import KnobProbe, LaunchPool, probe_knobs
-from autotune.space import BASELINE, SpecConfig, uses_drafter
+from autotune.space import SpecConfig, uses_drafter
 from autotune.store import repository as repo
 from autotune.store.models import TrialState
 from autotune.store.repository import AgreementRecord, StudyRecord, TrialRecord
@@ -101,7 +101,8 @@ class Tuner:
         return QualityGuard(self.store, self.study.id, self.backend, self.launch_settings(0),
                             self.workload.schedule(count, 0), self.log_dir,
                             self.spec.server.startup_timeout_s,
-                            self.spec.workload.request_timeout_s)
+                            self.spec.workload.request_timeout_s,
+                            self.spec.search_space().baseline)
 
     def agreement(self, config: SpecConfig) -> AgreementRecord | None:
         """Greedy agreement of ``config``'s KV setting with the reference (measured once)."""
@@ -353,11 +354,12 @@ def run_search(tuner: Tuner, *, budget: int) -> tuple[list[TrialRecord], SpecCon
         tuner.echo(progress_line(trial, len(finished), budget))
         strategy.tell(observation_of(trial))
 
-    if not any(t.config == BASELINE and t.state != TrialState.FAILED for t in finished):
+    baseline = spec.search_space().baseline
+    if not any(t.config == baseline and t.state != TrialState.FAILED for t in finished):
         # Everything is judged against the baseline: a failed start (a port race, a slow
         # disk) is tried once more, also after a resume, before the study gives up.
         for attempt in range(2):
-            trial = tuner.measure(BASELINE, phase="search")
+            trial = tuner.measure(baseline, phase="search")
             record(trial)
             if trial.state != TrialState.FAILED:
                 break

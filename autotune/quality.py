@@ -12,7 +12,7 @@ from pathlib import Path
 
 from autotune.backends import Backend, LaunchSettings
 from autotune.greedy import GreedyOutputs, OutputsError, compare_outputs, greedy_outputs
-from autotune.space import BASELINE, SpecConfig
+from autotune.space import BASELINE, HUB_BASELINE, SpecConfig
 from autotune.store import repository as repo
 from autotune.store.repository import AgreementRecord
 from autotune.store.session import Store
@@ -26,6 +26,8 @@ def setting_of(config: SpecConfig) -> str:
 
 
 REFERENCE = setting_of(BASELINE)
+# The same server setting as vLLM and SGLang label it (their unquantized KV is "auto").
+REFERENCES = (REFERENCE, setting_of(HUB_BASELINE))
 
 
 def quality_violation(record: AgreementRecord | None, max_loss: float | None) -> str | None:
@@ -45,6 +47,7 @@ class QualityGuard:
     log_dir: Path
     startup_timeout_s: float
     request_timeout_s: float
+    reference: SpecConfig = BASELINE  # no drafting at the server's defaults, as its kind labels it
     _reference: GreedyOutputs | None = field(default=None, init=False)
     _unreadable: set[str] = field(default_factory=set, init=False)  # tried once, failed
 
@@ -52,7 +55,7 @@ class QualityGuard:
         """The stored agreement of ``config``'s setting, measured on first need; ``None`` for
         the reference itself, when off, or when the outputs could not be read."""
         setting = setting_of(config)
-        if setting == REFERENCE or not self.prompts or setting in self._unreadable:
+        if setting in REFERENCES or not self.prompts or setting in self._unreadable:
             return None
         known = repo.study_agreements(self.store, self.study_id)
         if setting in known:
@@ -61,7 +64,7 @@ class QualityGuard:
                            flash_attn=config.flash_attn)
         try:
             if self._reference is None:
-                self._reference = self._outputs(BASELINE, "reference")
+                self._reference = self._outputs(self.reference, "reference")
             outputs = self._outputs(plain, setting.replace(" ", "-").replace("/", "-"))
         except OutputsError:
             self._unreadable.add(setting)
@@ -84,6 +87,6 @@ class QualityGuard:
 
 def agreement_label(record: AgreementRecord | None, config: SpecConfig) -> str:
     """The table's column: "ref" for the reference setting, "-" when not measured."""
-    if setting_of(config) == REFERENCE:
+    if setting_of(config) in REFERENCES:
         return "ref"
     return "-" if record is None else f"{record.identical}/{record.compared}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autotune.space import BASELINE
+from autotune.space import is_baseline
 from autotune.store.models import TrialState
 from autotune.quality import agreement_label, setting_of
 from autotune.store.repository import AgreementRecord, TrialRecord
@@ -20,7 +20,7 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
     """The measured setups, best first. "same": greedy outputs identical to the reference
     (f16 KV, no drafting) under the setup's KV setting ("ref" for the reference setting)."""
     search = [t for t in trials if t.phase == "search" and t.finished]
-    anchor = next((t for t in search if t.config == BASELINE and t.objective), None)
+    anchor = next((t for t in search if is_baseline(t.config) and t.objective), None)
     baseline = anchor.objective if anchor else None
     measured = sorted((t for t in search if t.objective is not None),
                       key=lambda t: -(t.objective or 0.0))
@@ -53,7 +53,7 @@ def results_table(trials: Sequence[TrialRecord], *, limit: int = 20,
         lines.append("  'vs base' is against a baseline launch that broke a limit ("
                      + "; ".join(anchor.violated) + "); read the ratios with care")
     rounds = sorted(t.objective for t in trials
-                    if t.phase == "finish" and t.config == BASELINE and t.objective
+                    if t.phase == "finish" and is_baseline(t.config) and t.objective
                     and not t.disturbed)
     if baseline and rounds and not rounds[0] <= baseline <= rounds[-1]:
         # One launch per setup: a baseline launch caught in a slow (or fast) spell scales every

@@ -201,6 +201,14 @@ class SpecConfig:
 
 
 BASELINE = SpecConfig()
+# vLLM and SGLang have no f16 KV type: their unquantized default is "auto" (the model dtype).
+HUB_BASELINE = SpecConfig(cache_type_k="auto", cache_type_v="auto")
+
+
+def is_baseline(config: SpecConfig) -> bool:
+    """No drafting at the server's own defaults (no KV or flash-attention flag): llama.cpp's
+    f16 cache, or vLLM's and SGLang's "auto"; one server launch, whichever label it has."""
+    return config in (BASELINE, HUB_BASELINE)
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,8 @@ class SearchSpace:
     cache_type_k: tuple[str, ...] = (DEFAULT_KV,)
     cache_type_v: tuple[str, ...] = (DEFAULT_KV,)
     flash_attn: tuple[str, ...] = (DEFAULT_FLASH_ATTN,)
+    # No drafting at the server's defaults, as this server kind labels its unquantized KV.
+    baseline: SpecConfig = BASELINE
     # Setups the search always measures first, in order (the baseline is one).
     always_measure: tuple[SpecConfig, ...] = field(default=(BASELINE,))
     # The drafter's own knobs; None in a tuple (and a None range) is the server's default.
@@ -261,7 +271,8 @@ class SearchSpace:
         the one users start from."""
         seen: set[tuple[str, str, str]] = set()
         combos = list(itertools.product(self.cache_type_k, self.cache_type_v, self.flash_attn))
-        combos.sort(key=lambda c: c != (DEFAULT_KV, DEFAULT_KV, DEFAULT_FLASH_ATTN))
+        default = (self.baseline.cache_type_k, self.baseline.cache_type_v, DEFAULT_FLASH_ATTN)
+        combos.sort(key=lambda c: c != default)
         for k, v, fa in combos:
             combo = (k, v, "on" if self.needs_flash_attn(v) else fa)
             if combo not in seen:

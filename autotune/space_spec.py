@@ -12,7 +12,16 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autotune.backends.base import Backend
-from autotune.space import METHODS, FloatRange, IntRange, SearchSpace, kv_is_quantized, uses_drafter
+from autotune.space import (
+    BASELINE,
+    HUB_BASELINE,
+    METHODS,
+    FloatRange,
+    IntRange,
+    SearchSpace,
+    kv_is_quantized,
+    uses_drafter,
+)
 
 
 class SpecModel(BaseModel):
@@ -89,6 +98,7 @@ class SpaceSpec(SpecModel):
         """The search space under ``backend``'s rules (``None``: llama.cpp's). A server with
         no p-min gets one value of it: more would launch one setup under several labels."""
         p_high = self.p_min.high if backend is None or backend.p_min_knob else self.p_min.low
+        baseline = HUB_BASELINE if backend is not None and backend.kv_one_dtype else BASELINE
         return SearchSpace(
             methods=tuple(self.methods),
             draft_max=IntRange(self.draft_max.low, self.draft_max.high, self.draft_max.step),
@@ -103,6 +113,8 @@ class SpaceSpec(SpecModel):
             draft_quantizations=tuple(self.draft_quantizations) or (None,),
             quantized_v_needs_flash_attn=(backend is None
                                           or backend.quantized_v_needs_flash_attn),
+            baseline=baseline,
+            always_measure=(baseline,),
         )
 
 

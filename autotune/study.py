@@ -89,7 +89,8 @@ def drafter_sizes(spec: TuneSpec) -> dict[str, int]:
 
 
 def choose_finalists(trials: list[TrialRecord], pick: SpecConfig | None,
-                     count: int, *, server_tuner: bool = False) -> list[SpecConfig]:
+                     count: int, *, server_tuner: bool = False,
+                     baseline: SpecConfig = BASELINE) -> list[SpecConfig]:
     """The strategy's pick and the best drafting setups, the baseline (no drafting, the
     server's defaults), and the best no-drafting setting when it is another one: every
     speedup is reported against both. With ``server_tuner``, the best drafting setup also
@@ -99,11 +100,11 @@ def choose_finalists(trials: list[TrialRecord], pick: SpecConfig | None,
     if pick is not None and feasible_pick and drafts(pick.method):
         # First, whatever its own readings rank: the strategy chose it from all it measured.
         drafting = [pick, *(c for c in drafting if c != pick)]
-    finalists = drafting[:count] + [BASELINE]
+    finalists = drafting[:count] + [baseline]
     if server_tuner and drafting:
         finalists.append(replace(drafting[0], server_tuned=True))
     plain = [c for c, _ in best_configs(trials, 1, keep=lambda c: not drafts(c.method))]
-    if plain and plain[0] != BASELINE:
+    if plain and plain[0] != baseline:
         finalists.append(plain[0])
     return finalists
 
@@ -154,9 +155,10 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
         echo("no measured setup met the limits; reporting the least-bad one")
         return least_bad(trials, spec)
     finish = spec.finish
+    baseline = spec.search_space().baseline
     finalists = choose_finalists(
         trials, pick, finish.finalists,
-        server_tuner=finish.server_tuner and tuner.backend.has_server_tuner)
+        server_tuner=finish.server_tuner and tuner.backend.has_server_tuner, baseline=baseline)
     if finish.finalists == 0:
         config, value = best_configs(trials, 1)[0]
         return Decision(config, "unverified", value,
@@ -174,7 +176,7 @@ def _decide(tuner: Tuner, trials: list[TrialRecord], pick: SpecConfig | None) ->
     prefer = search_incumbent(pick, effort)
 
     def judge(measured: dict[SpecConfig, list[float]]) -> Decision:
-        return decide(measured, simplicity=lambda c: c.simplicity(sizes),
+        return decide(measured, simplicity=lambda c: c.simplicity(sizes), baseline=baseline,
                       min_gain=finish.min_gain, alpha=finish.alpha, looks=looks, prefer=prefer)
 
     def more(measured: dict[SpecConfig, list[float]]) -> bool:
@@ -234,7 +236,7 @@ def run_verify(
                         f"`autotune tune --resume --name {name}`")
     recommended = SpecConfig.from_params(study.recommendation["params"])
     if drafts(recommended.method):
-        challenger = BASELINE
+        challenger = spec.search_space().baseline
     else:
         search = [t for t in repo.list_trials(store, study.id, phase="search")]
         others = [c for c, _ in best_configs(search, 1, keep=lambda c: drafts(c.method))]
@@ -253,5 +255,6 @@ def run_verify(
     if not measured:
         raise SpecError("verify: neither setup could be measured within the limits")
     decision = decide(measured, simplicity=lambda c: c.simplicity(sizes),
+                      baseline=spec.search_space().baseline,
                       min_gain=spec.finish.min_gain, alpha=spec.finish.alpha)
     return VerifyOutcome(recommended, challenger, decision)

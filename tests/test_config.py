@@ -119,3 +119,42 @@ def test_every_example_spec_is_valid(path: Path) -> None:
     assert spec.search_space().grid()
     if spec.server.kind in ("vllm", "sglang"):  # Hugging Face ids, launched as written
         assert not spec.server.model.startswith(str(path.parent))
+
+
+SPECS = sorted((Path(__file__).resolve().parents[1] / "examples").rglob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_no_two_setups_of_a_space_launch_the_same_server(path: Path) -> None:
+    """The baseline too: vLLM and SGLang label their unquantized KV "auto", so their baseline
+    is "none | kv auto/auto", not llama.cpp's f16 (once measured twice under two labels)."""
+    from autotune.backends import LaunchSettings, get_backend
+    from autotune.config import load_spec
+    from autotune.space import is_baseline
+
+    spec = load_spec(path)
+    space = spec.search_space()
+    backend = get_backend(spec.server.kind)
+    settings = LaunchSettings(binary="server", model="model", host="127.0.0.1", port=8080,
+                              ctx_size=2048, parallel=1)
+    setups = list(dict.fromkeys([space.baseline, *space.grid()]))
+    launches: dict[str, str] = {}
+    for config in setups:
+        argv = " ".join(backend.launch_argv(settings, config))
+        assert argv not in launches, (config.describe(), launches.get(argv))
+        launches[argv] = config.describe()
+    assert is_baseline(space.baseline) and space.baseline in space.grid()
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+def test_hub_servers_drafters_are_not_checked_as_gguf_files(kind: str, tmp_path: Path) -> None:
+    from autotune.embedded import resolve_files
+
+    spec = parse_spec({"server": {"kind": kind, "binary": "server", "model": "org/model"},
+                       "space": {"cache_type_k": ["auto"], "cache_type_v": ["auto"],
+                                 "methods": ["none", "draft-eagle3"],
+                                 "drafters": ["org/eagle3-head"]}},
+                      source="spec.toml", base_dir=tmp_path)
+    resolved = resolve_files(spec)  # said "drafter file not found: org/eagle3-head"
+    assert resolved.space.drafters == ["org/eagle3-head"]
+    assert resolved.server.model == "org/model"

@@ -28,7 +28,7 @@ from autotune.gate.judge import (
 )
 from autotune.gate.measure import GateMeasurer, Reading, Side
 from autotune.greedy import GreedyOutputs, compare_outputs
-from autotune.space import BASELINE, SpecConfig, drafts
+from autotune.space import SpecConfig, drafts, is_baseline
 from autotune.stats import disturbed_readings
 from autotune.store import repository as repo
 from autotune.store.session import Store
@@ -338,11 +338,12 @@ def _correctness(measurer: GateMeasurer, spec: TuneSpec, workload: Workload,
         outputs += [{"against": "same setup without drafting", **asdict(c)} for c in compared]
     else:
         signals.append(correctness_signal("correctness", [], required=True))
-    if prompts and setup != BASELINE and twin != BASELINE:
-        compared = compare_outputs(prompts, outputs_of(BASELINE, "reference"), mine)
+    reference = spec.search_space().baseline
+    if prompts and not is_baseline(setup) and not is_baseline(twin):
+        compared = compare_outputs(prompts, outputs_of(reference, "reference"), mine)
         signals.append(correctness_signal("quality", compared, required=False,
                                           max_loss=spec.gate.max_quality_loss))
-        outputs += [{"against": "reference (f16 KV, no drafting)", **asdict(c)} for c in compared]
+        outputs += [{"against": "reference (unquantized KV, no drafting)", **asdict(c)} for c in compared]
     build = mine.build
     return outputs, signals, build
 

@@ -343,7 +343,8 @@ def _correctness(measurer: GateMeasurer, spec: TuneSpec, workload: Workload,
         compared = compare_outputs(prompts, outputs_of(reference, "reference"), mine)
         signals.append(correctness_signal("quality", compared, required=False,
                                           max_loss=spec.gate.max_quality_loss))
-        outputs += [{"against": "reference (unquantized KV, no drafting)", **asdict(c)} for c in compared]
+        outputs += [{"against": "reference (unquantized KV, no drafting)", **asdict(c)}
+                    for c in compared]
     build = mine.build
     return outputs, signals, build
 

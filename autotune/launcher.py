@@ -175,6 +175,18 @@ class ServerProcess:
         stop_group(self.pid, grace_s=2.0)  # anything of its group the tree walk missed
 
 
+def server_binary_path(binary: str) -> str:
+    """The executable file ``binary`` names (a path, or a name on PATH): checked before a
+    study starts, so a wrong path costs no study row, and again at every launch."""
+    found = binary if os.sep in binary else (shutil.which(binary) or binary)
+    if not Path(found).is_file():
+        raise LaunchError(f"server binary not found: {binary}; set server.binary to its path")
+    if not os.access(found, os.X_OK):
+        raise LaunchError(f"server binary {found} is not executable; chmod +x it or set "
+                          "server.binary to the right file")
+    return found
+
+
 def start_server(
     argv: Sequence[str],
     *,
@@ -183,12 +195,7 @@ def start_server(
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    binary = argv[0] if os.sep in argv[0] else (shutil.which(argv[0]) or argv[0])
-    if not Path(binary).is_file():
-        raise LaunchError(f"server binary not found: {argv[0]}; set server.binary to its path")
-    if not os.access(binary, os.X_OK):
-        raise LaunchError(f"server binary {binary} is not executable; chmod +x it or set "
-                          "server.binary to the right file")
+    binary = server_binary_path(argv[0])
     # The supervisor leads the server's process group (see autotune.supervise).
     command = [sys.executable, "-m", "autotune.supervise", binary, *argv[1:]]
     with log_path.open("wb") as log:

@@ -179,3 +179,16 @@ def test_verify_and_show_of_a_study_that_does_not_exist_name_the_ones_that_do(
     for flag in ("--study", "--name"):  # tune and verify say --name; show takes both
         line = one_line_error(["show", "--store", str(db), flag, "nope"])
         assert "no study 'nope'" in line and "kept" in line
+
+
+def test_a_missing_server_binary_is_refused_before_the_study_exists(
+        write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """Once, the two failed baseline launches left a study row, and the rerun with the path
+    fixed was refused with 'already exists; continue it with --resume'."""
+    spec = write_spec(server={"binary": str(tmp_path / "no-such-server")})
+    line = one_line_error(["tune", str(spec)])
+    assert "server binary not found" in line and "set server.binary" in line
+    db = tmp_path / "results.db"
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("select count(*) from autotune_studies").fetchone()[0] == 0

@@ -34,6 +34,12 @@ class ServerSpec(SpecModel):
     extra_args: list[str] = []
     startup_timeout_s: Annotated[float, Field(gt=0)] = 180.0
 
+    @property
+    def loads_gguf(self) -> bool:
+        """llama-server and the ik fork load GGUF files; vLLM and SGLang load Hugging Face ids
+        or folders (an EAGLE head is a folder), which only the server itself can check."""
+        return self.kind in ("llama.cpp", "ik_llama.cpp")
+
 
 class WorkloadSpec(SpecModel):
     files: list[str] = ["embedded:mixed"]
@@ -254,7 +260,7 @@ def parse_spec(data: dict[str, Any], *, source: str, base_dir: Path) -> TuneSpec
         spec = TuneSpec.model_validate(data)
     except ValidationError as error:
         raise SpecError(format_validation_error(source, error)) from None
-    hub = spec.server.kind in ("vllm", "sglang")
+    hub = not spec.server.loads_gguf
     server = spec.server.model_copy(
         update={
             "model": _resolve_model(spec.server.model, base_dir, hub=hub),

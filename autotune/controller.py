@@ -306,8 +306,8 @@ def open_study(store: Store, spec: TuneSpec, name: str, *, resume: bool) -> Stud
     existing = repo.find_study(store, name)
     fingerprint = spec_fingerprint(spec)
     if existing is None and resume:
-        names = ", ".join(s.name for s in repo.list_studies(store)) or "none"
-        raise SpecError(f"--resume: no study {name!r} in {store.url} (studies there: {names}); "
+        raise SpecError(f"--resume: no study {name!r} in {store.url} (studies there: "
+                        f"{repo.study_names(store)}); "
                         "name one of those with --name, or drop --resume to start it")
     if existing is None:
         return repo.create_study(
@@ -340,7 +340,8 @@ def run_search(tuner: Tuner, *, budget: int) -> tuple[list[TrialRecord], SpecCon
     """Measure the baseline first, then what the strategy asks, until ``budget`` search trials
     are finished. Returns every finished search trial and the strategy's own pick."""
     spec = tuner.spec
-    strategy = create_strategy(spec.search.strategy, spec.search_space(),
+    space = spec.search_space()
+    strategy = create_strategy(spec.search.strategy, space,
                                seed=spec.search.seed, budget=budget)
     finished = [t for t in repo.list_trials(tuner.store, tuner.study.id, phase="search")
                 if t.finished]
@@ -354,7 +355,7 @@ def run_search(tuner: Tuner, *, budget: int) -> tuple[list[TrialRecord], SpecCon
         tuner.echo(progress_line(trial, len(finished), budget))
         strategy.tell(observation_of(trial))
 
-    baseline = spec.search_space().baseline
+    baseline = space.baseline
     if not any(t.config == baseline and t.state != TrialState.FAILED for t in finished):
         # Everything is judged against the baseline: a failed start (a port race, a slow
         # disk) is tried once more, also after a resume, before the study gives up.

@@ -96,17 +96,12 @@ def _resolve_file(value: str, what: str, key: str) -> str:
     return value
 
 
-def _loads_files(spec: TuneSpec) -> bool:
-    """llama-server and the ik fork load GGUF files; vLLM and SGLang load Hugging Face ids or
-    folders (an EAGLE head is a folder), which only the server itself can check."""
-    return spec.server.kind in ("llama.cpp", "ik_llama.cpp")
-
-
 def resolve_setup_files(spec: TuneSpec, params: dict[str, object]) -> dict[str, object]:
     """A pinned setup's drafter (``embedded:Q8_0`` or a path) as a checked file path."""
     drafter = params.get("drafter")
-    if not isinstance(drafter, str) or not _loads_files(spec) or spec.server.binary.startswith(
-            SIMULATED) or Path(spec.server.binary).name == "autotune-sim-server":
+    simulated = spec.server.binary.startswith(SIMULATED) or (
+        Path(spec.server.binary).name == "autotune-sim-server")
+    if not isinstance(drafter, str) or not spec.server.loads_gguf or simulated:
         return params
     return {**params, "drafter": _resolve_file(drafter, "drafter file", "gate.setup.drafter")}
 
@@ -114,7 +109,7 @@ def resolve_setup_files(spec: TuneSpec, params: dict[str, object]) -> dict[str, 
 def check_files(spec: TuneSpec) -> None:
     """`autotune check`: every model and drafter path the user gave (not the embedded ones,
     which are made on first use) exists and is GGUF. Simulated servers name no files."""
-    if spec.server.binary.startswith(SIMULATED) or not _loads_files(spec):
+    if spec.server.binary.startswith(SIMULATED) or not spec.server.loads_gguf:
         return
     candidates = [(spec.server.model, "model file", "server.model")]
     candidates += [(d, "drafter file", "space.drafters") for d in spec.space.drafters]
@@ -171,7 +166,7 @@ def resolve_files(spec: TuneSpec) -> TuneSpec:
             binary = ik_server_binary()
         else:
             binary = server_binary()
-    if not _loads_files(spec):  # vLLM, SGLang: Hugging Face ids and folders, passed on as given
+    if not spec.server.loads_gguf:  # vLLM, SGLang: Hugging Face ids and folders, as given
         return spec.model_copy(update={"server": server.model_copy(update={"binary": binary})})
     model = _resolve_file(server.model, "model file", "server.model")
     server = server.model_copy(update={"binary": binary, "model": model})

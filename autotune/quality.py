@@ -25,9 +25,8 @@ def setting_of(config: SpecConfig) -> str:
     return f"kv {config.cache_type_k}/{config.cache_type_v} fa-{config.flash_attn}"
 
 
-REFERENCE = setting_of(BASELINE)
-# The same server setting as vLLM and SGLang label it (their unquantized KV is "auto").
-REFERENCES = (REFERENCE, setting_of(HUB_BASELINE))
+# llama.cpp's and vLLM's/SGLang's labels of one setting: unquantized KV, no flag.
+REFERENCES = (setting_of(BASELINE), setting_of(HUB_BASELINE))
 
 
 def quality_violation(record: AgreementRecord | None, max_loss: float | None) -> str | None:

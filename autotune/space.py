@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -243,8 +243,6 @@ class SearchSpace:
     flash_attn: tuple[str, ...] = (DEFAULT_FLASH_ATTN,)
     # No drafting at the server's defaults, as this server kind labels its unquantized KV.
     baseline: SpecConfig = BASELINE
-    # Setups the search always measures first, in order (the baseline is one).
-    always_measure: tuple[SpecConfig, ...] = field(default=(BASELINE,))
     # The drafter's own knobs; None in a tuple (and a None range) is the server's default.
     draft_min: IntRange | None = None
     draft_cache_types: tuple[str | None, ...] = (None,)

@@ -114,7 +114,6 @@ class SpaceSpec(SpecModel):
             quantized_v_needs_flash_attn=(backend is None
                                           or backend.quantized_v_needs_flash_attn),
             baseline=baseline,
-            always_measure=(baseline,),
         )
 
 

@@ -230,15 +230,15 @@ def run_verify(
     recommended, against the best drafting setup), interleaved, and decide again."""
     study = repo.find_study(store, name)
     if study is None:
-        names = ", ".join(s.name for s in repo.list_studies(store)) or "none"
-        raise SpecError(f"no study {name!r} in {store.url} (studies there: {names}); "
-                        "name one with --name")
+        raise SpecError(f"no study {name!r} in {store.url} (studies there: "
+                        f"{repo.study_names(store)}); name one with --name")
     if not study.recommendation:
         raise SpecError(f"study {name!r} has no recommendation in {store.url}; finish it with "
                         f"`autotune tune --resume --name {name}`")
     recommended = SpecConfig.from_params(study.recommendation["params"])
+    baseline = spec.search_space().baseline
     if drafts(recommended.method):
-        challenger = spec.search_space().baseline
+        challenger = baseline
     else:
         search = [t for t in repo.list_trials(store, study.id, phase="search")]
         others = [c for c, _ in best_configs(search, 1, keep=lambda c: drafts(c.method))]
@@ -257,6 +257,5 @@ def run_verify(
     if not measured:
         raise SpecError("verify: neither setup could be measured within the limits")
     decision = decide(measured, simplicity=lambda c: c.simplicity(sizes),
-                      baseline=spec.search_space().baseline,
-                      min_gain=spec.finish.min_gain, alpha=spec.finish.alpha)
+                      baseline=baseline, min_gain=spec.finish.min_gain, alpha=spec.finish.alpha)
     return VerifyOutcome(recommended, challenger, decision)

@@ -92,6 +92,11 @@ def list_studies(store: Store) -> list[StudyRecord]:
         return [_study_record(r) for r in session.scalars(select(Study).order_by(Study.id))]
 
 
+def study_names(store: Store) -> str:
+    """The stored studies' names for an error line ("none" when there are none)."""
+    return ", ".join(s.name for s in list_studies(store)) or "none"
+
+
 def create_study(
     store: Store, *, name: str, server_kind: str, strategy: str, seed: int, trials_budget: int,
     spec: dict[str, Any],

@@ -104,3 +104,17 @@ def test_example_ci_files_are_valid_yaml_and_name_only_real_commands() -> None:
         path = [w for w in words if not w.startswith(("-", "$", "\"")) and "." not in w][:2]
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, f"`autotune {' '.join(path)}` is not a command"
+
+
+def test_examples_install_autotune_from_its_source_never_from_pypi_by_name() -> None:
+    # PyPI's "autotune" is an unrelated 2018 hyperparameter tuner with its own `autotune`
+    # command: a bare requirement would install it and the gate would run someone else's code.
+    installs = [line for path in (ROOT / "examples").rglob("*") if path.is_file()
+                for line in path.read_text(errors="replace").splitlines()
+                if "pip install" in line and not line.strip().startswith("#")
+                and "autotune" in line.split("pip install", 1)[1]]
+    assert installs, "the CI examples install autotune"
+    for line in installs:
+        requirement = line.split("pip install", 1)[1]
+        assert " @ " in requirement or "'.[" in requirement, (
+            f"installs autotune by its bare name (PyPI's autotune is another project): {line}")

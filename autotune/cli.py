@@ -18,7 +18,8 @@ from autotune.cli_options import SpecArg, StoreOpt
 
 from autotune.config import TuneSpec, load_spec
 from autotune.errors import AutotuneError, SpecError
-from autotune.launcher import Terminated, host_family, install_cleanup, stop_all
+from autotune.launcher import (Terminated, host_family, install_cleanup, server_binary_path,
+                               stop_all)
 
 app = typer.Typer(
     name="autotune",
@@ -94,6 +95,7 @@ def tune(
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
         check_drafter_files(spec)
+        server_binary_path(spec.server.binary)  # before the database and the header
         results = open_store(spec.store.path)
         preset = simulated_preset(spec)
         if preset is not None:

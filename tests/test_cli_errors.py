@@ -186,9 +186,9 @@ def test_a_missing_server_binary_is_refused_before_the_study_exists(
     """Once, the two failed baseline launches left a study row, and the rerun with the path
     fixed was refused with 'already exists; continue it with --resume'."""
     spec = write_spec(server={"binary": str(tmp_path / "no-such-server")})
+    result = runner.invoke(app, ["tune", str(spec)])
     line = one_line_error(["tune", str(spec)])
     assert "server binary not found" in line and "set server.binary" in line
-    db = tmp_path / "results.db"
-    if db.exists():
-        with sqlite3.connect(db) as conn:
-            assert conn.execute("select count(*) from autotune_studies").fetchone()[0] == 0
+    # Refused before anything is written or announced: no database, no study header.
+    assert not (tmp_path / "results.db").exists()
+    assert "study " not in result.stdout, result.stdout

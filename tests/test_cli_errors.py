@@ -185,10 +185,14 @@ def test_a_missing_server_binary_is_refused_before_the_study_exists(
         write_spec: Callable[..., Path], tmp_path: Path) -> None:
     """Once, the two failed baseline launches left a study row, and the rerun with the path
     fixed was refused with 'already exists; continue it with --resume'."""
-    spec = write_spec(server={"binary": str(tmp_path / "no-such-server")})
+    spec = write_spec(server={"binary": str(tmp_path / "no-such-server")},
+                      gate={"setup": {"method": "ngram-mod", "draft_max": 4}})
     result = runner.invoke(app, ["tune", str(spec)])
     line = one_line_error(["tune", str(spec)])
     assert "server binary not found" in line and "set server.binary" in line
     # Refused before anything is written or announced: no database, no study header.
     assert not (tmp_path / "results.db").exists()
     assert "study " not in result.stdout, result.stdout
+    line = one_line_error(["gate", "record", str(spec), "--out", str(tmp_path / "b.json")])
+    assert "server binary not found" in line
+    assert not (tmp_path / "results.db").exists()  # it used to hold an empty record study

@@ -48,6 +48,7 @@ def record(
 
     with user_errors():
         from autotune.embedded import resolve_files, resolve_setup_files
+        from autotune.launcher import server_binary_path
         from autotune.gate.run import record as record_baseline
         from autotune.space import SpecConfig
         from autotune.store.session import open_store
@@ -57,6 +58,7 @@ def record(
         check_writable(out, "--out")
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
+        server_binary_path(spec.server.binary)  # before the database is created
         results = open_store(spec.store.path)
         setup = SpecConfig.from_params(resolve_setup_files(spec, _pinned(spec, results, study)))
         check_drafter_files(spec, (setup.drafter,) if setup.drafter else ())
@@ -89,6 +91,7 @@ def check(
     code = 0
     with user_errors():
         from autotune.embedded import resolve_files, resolve_setup_files
+        from autotune.launcher import server_binary_path
         from autotune.errors import SpecError
         from autotune.gate import report as render
         from autotune.gate.run import check as run_check
@@ -109,6 +112,7 @@ def check(
         baseline = load_baseline(baseline_path)
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
+        server_binary_path(spec.server.binary)  # before the database is created
         results = open_store(spec.store.path)
         params = dict(spec.gate.setup) if spec.gate.setup else dict(baseline["setup"])
         setup = SpecConfig.from_params(resolve_setup_files(spec, params))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -324,3 +326,17 @@ def test_a_stalled_loop_dumps_every_stack_to_stderr() -> None:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "Timeout" in done.stderr and "stuck_in_a_step" in done.stderr, done.stderr
+
+
+def test_a_missing_canary_binary_is_said_at_start(write_spec: Any, tmp_path: Path) -> None:
+    """Watching needs no server binary; a retune does, hours later: say it at once."""
+    spec = write_spec(server={"binary": str(tmp_path / "no-such-server")})
+    with socket.socket() as taken:  # the sidecar then stops at its listen address, exit 2
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["sidecar", str(spec), "--server",
+                                          "http://127.0.0.1:1", "--listen", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2, result.stderr
+    assert ("sidecar: warning: retunes will fail: server binary not found: "
+            f"{tmp_path / 'no-such-server'}") in result.stderr

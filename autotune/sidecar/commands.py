@@ -47,6 +47,7 @@ def sidecar(
                             "[sidecar] server_url")
         target = Target.parse(url)
         host_family(settings.listen_host)
+        _warn_if_no_canary_binary(spec.server.binary)
         results = open_store(spec.store.path)
         runner = Sidecar(spec, spec_path=spec_path or default_spec_path(), target=target,
                          store=results, store_location=spec.store.path, name=base_name,
@@ -56,3 +57,18 @@ def sidecar(
         except OSError as error:  # the listen address is taken or not ours
             raise SpecError(f"cannot listen on {settings.listen_host}:{settings.listen_port}: "
                             f"{error.strerror or error}; choose another with --listen") from None
+
+
+def _warn_if_no_canary_binary(binary: str) -> None:
+    """Watching and exporting need no server binary, but a retune starts a canary from
+    [server]: a wrong path is said at start, not hours later when drift first calls a retune."""
+    from autotune.embedded import SIMULATED
+    from autotune.errors import AutotuneError
+    from autotune.launcher import server_binary_path
+
+    if binary == "embedded" or binary.startswith(SIMULATED):
+        return
+    try:
+        server_binary_path(binary)
+    except AutotuneError as error:
+        typer.echo(f"sidecar: warning: retunes will fail: {error}", err=True)

@@ -107,9 +107,16 @@ def resolve_setup_files(spec: TuneSpec, params: dict[str, object]) -> dict[str, 
 
 
 def check_files(spec: TuneSpec) -> None:
-    """`autotune check`: every model and drafter path the user gave (not the embedded ones,
-    which are made on first use) exists and is GGUF. Simulated servers name no files."""
-    if spec.server.binary.startswith(SIMULATED) or not spec.server.loads_gguf:
+    """`autotune check`: the server binary and every model and drafter path the user gave
+    (not the embedded ones, which are made on first use) exist, the models as GGUF files.
+    Simulated servers name no files."""
+    if spec.server.binary.startswith(SIMULATED):
+        return
+    if spec.server.binary != "embedded":
+        from autotune.launcher import server_binary_path
+
+        server_binary_path(spec.server.binary)  # what tune's pre-flight refuses, check does
+    if not spec.server.loads_gguf:
         return
     candidates = [(spec.server.model, "model file", "server.model")]
     candidates += [(d, "drafter file", "space.drafters") for d in spec.space.drafters]

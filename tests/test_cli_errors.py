@@ -193,6 +193,7 @@ def test_a_missing_server_binary_is_refused_before_the_study_exists(
     # Refused before anything is written or announced: no database, no study header.
     assert not (tmp_path / "results.db").exists()
     assert "study " not in result.stdout, result.stdout
+    assert "server binary not found" in one_line_error(["check", str(spec)])  # as tune would
     line = one_line_error(["gate", "record", str(spec), "--out", str(tmp_path / "b.json")])
     assert "server binary not found" in line
     assert not (tmp_path / "results.db").exists()  # it used to hold an empty record study

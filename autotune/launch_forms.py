@@ -175,11 +175,20 @@ def _kubernetes(argv: Sequence[str], kind: str) -> str:
                               sort_keys=False, width=4096)).rstrip()
 
 
-def _json_config(argv: Sequence[str]) -> str:
-    """Flags as a config mapping (``vllm serve --config`` reads YAML, of which JSON is a
-    subset; a JSON-valued flag such as ``--speculative-config`` stays structured)."""
-    config: dict[str, Any] = {}
+def _json_config(argv: Sequence[str], kind: str) -> str:
+    """Flags as a config mapping, keyed by their long names. vLLM (``vllm serve --config
+    FILE.yaml``) and SGLang (``python -m sglang.launch_server --config FILE.yaml``) read such a
+    file as YAML, of which JSON is a subset, so the launcher's own words (``serve``, ``-m
+    MODULE``) are left out and vLLM's positional model becomes its ``model`` key; a JSON-valued
+    flag such as ``--speculative-config`` stays structured."""
     words = list(argv[1:])
+    if kind == "vllm" and words[:1] == ["serve"]:
+        words = words[1:]
+        if words and not words[0].startswith("-"):
+            words = ["--model", *words]
+    if words[:1] == ["-m"]:  # python -m sglang.launch_server
+        words = words[2:]
+    config: dict[str, Any] = {}
     positional = [w for i, w in enumerate(words) if not w.startswith("-") and (
         i == 0 or not words[i - 1].startswith("-"))]
     if positional:
@@ -218,4 +227,4 @@ def render(form: str, recommendation: dict[str, Any]) -> str:
         return _systemd(argv)
     if form == "kubernetes":
         return _kubernetes(argv, kind)
-    return _json_config(argv)
+    return _json_config(argv, kind)

@@ -78,6 +78,7 @@ def test_vllm_forms_keep_the_speculative_config_structured() -> None:
     rec = {"study": "v", "server_kind": "vllm", "command": argv}
     config = json.loads(render("json", rec))
     assert config["speculative-config"]["num_speculative_tokens"] == 4
+    assert config["model"] == "Qwen/Qwen3-8B" and "_positional" not in config
     docker = shlex.split(render("docker", rec))
     assert docker[docker.index("--entrypoint") + 1] == "vllm" and "serve" in docker
 
@@ -118,3 +119,32 @@ def test_shell_and_env_forms_start_the_real_server(form: str, real_binary: str,
         assert metrics_counters(base_url).get("drafts", 0) > 0
     finally:
         server.stop()
+
+
+def _config_file_argv(config: dict[str, object]) -> list[str]:
+    """What vLLM's and SGLang's ``--config FILE.yaml`` turn a mapping into (their documented
+    loader: ``true`` is a bare flag, a mapping is passed as JSON, anything else as text)."""
+    argv: list[str] = []
+    for key, value in config.items():
+        if value is True:
+            argv.append(f"--{key}")
+        else:
+            argv += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
+    return argv
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+def test_the_json_form_is_a_config_file_the_server_reads_back_as_the_same_launch(
+        kind: str) -> None:
+    """Once the vLLM form held ``"_positional": ["serve", MODEL]`` and the SGLang one
+    ``"m": "sglang.launch_server"``: keys those servers' --config refuses."""
+    settings = LaunchSettings(kind, "Qwen/Qwen3-8B", "127.0.0.1", 8000, 4096, 8)
+    argv = get_backend(kind).launch_argv(settings, SpecConfig("ngram-simple", 4))
+    config = yaml.safe_load(render("json", {"study": "v", "server_kind": kind, "command": argv}))
+    rebuilt = _config_file_argv(config)
+    if kind == "vllm":  # vllm serve --config FILE: the model key is the positional model
+        expected = ["--model", argv[2], *argv[3:]]
+    else:  # python -m sglang.launch_server --config FILE
+        expected = argv[3:]
+    assert [json.loads(w) if w.startswith("{") else w for w in rebuilt] == [
+        json.loads(w) if w.startswith("{") else w for w in expected]

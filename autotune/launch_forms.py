@@ -21,6 +21,11 @@ FORMS = ("shell", "env", "docker", "llama-swap", "systemd", "kubernetes", "json"
 IMAGES = {"llama.cpp": "ghcr.io/ggml-org/llama.cpp:server",
           "ik_llama.cpp": "ik-llama-cpp:server",  # the fork publishes no official image
           "vllm": "vllm/vllm-openai:latest", "sglang": "lmsysorg/sglang:latest"}
+CUDA_IMAGES = {"llama.cpp": "ghcr.io/ggml-org/llama.cpp:server-cuda"}
+_GPU_LAYER_FLAGS = ("-ngl", "--n-gpu-layers", "--gpu-layers")
+_TENSOR_PARALLEL_FLAGS = ("--tensor-parallel-size", "-tp", "--tp-size", "--tp")  # vLLM, SGLang
+# Hub models download into the container: the host's Hugging Face cache keeps them across runs.
+_HF_CACHE = "$HOME/.cache/huggingface:/root/.cache/huggingface"
 _PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]*|[\[{<].*|\S+,\S+)$")  # N, FNAME, [on|off], a,b
 _ENV = re.compile(r"\(env: (LLAMA_ARG_[A-Z0-9_]+)\)")
 
@@ -118,6 +123,18 @@ def _files(argv: Sequence[str]) -> list[str]:
         "/" in word and Path(word).is_file())]
 
 
+def _on_gpu(argv: Sequence[str], kind: str) -> bool:
+    """vLLM and SGLang always run on GPUs; llama.cpp where layers are offloaded."""
+    if kind in ("vllm", "sglang"):
+        return True
+    layers = _flag_value(argv, *_GPU_LAYER_FLAGS)
+    return layers is not None and layers != "0"
+
+
+def _image(argv: Sequence[str], kind: str) -> str:
+    return CUDA_IMAGES.get(kind, IMAGES[kind]) if _on_gpu(argv, kind) else IMAGES[kind]
+
+
 def _docker(argv: Sequence[str], kind: str) -> str:
     port = _flag_value(argv, "--port") or "8080"
     args = _replace(argv, "--host", "0.0.0.0")  # inside the container; published on 127.0.0.1
@@ -126,12 +143,22 @@ def _docker(argv: Sequence[str], kind: str) -> str:
         mounts += ["-v", f"{path}:/models/{index}:ro"]
         args = [word.replace(path + "/", f"/models/{index}/") if word.startswith(path + "/")
                 else word for word in args]
-    command = ["docker", "run", "--rm", "-p", f"127.0.0.1:{port}:{port}", *mounts]
+    command = ["docker", "run", "--rm"]
+    if _on_gpu(argv, kind):  # without it the container sees no GPU at all
+        command.append("--gpus=all")
+    hub = kind in ("vllm", "sglang")
+    if hub:  # PyTorch's worker processes share tensors through /dev/shm
+        command.append("--ipc=host")
+    command += ["-p", f"127.0.0.1:{port}:{port}", *mounts]
+    if hub:  # HF_TOKEN passes through from the caller's environment, never written here
+        command += ["-e", "HF_TOKEN"]
+    image = _image(argv, kind)
     if kind in ("llama.cpp", "ik_llama.cpp"):
-        command += [IMAGES[kind], *args[1:]]
+        tail = [image, *args[1:]]
     else:
-        command += ["--entrypoint", Path(args[0]).name, IMAGES[kind], *args[1:]]
-    return shlex.join(command)
+        tail = ["--entrypoint", Path(args[0]).name, image, *args[1:]]
+    cache = f' -v "{_HF_CACHE}"' if hub else ""  # double quotes: $HOME expands in the shell
+    return shlex.join(command) + cache + " " + shlex.join(tail)
 
 
 def _systemd_word(word: str) -> str:
@@ -160,17 +187,25 @@ def _kubernetes(argv: Sequence[str], kind: str) -> str:
     args = _replace(argv, "--host", "0.0.0.0")  # reached through the pod's Service
     folders = list(dict.fromkeys(str(Path(f).parent) for f in _files(argv)))
     container: dict[str, Any] = {"name": "llama-server" if "llama" in kind else kind,
-                                 "image": IMAGES[kind]}
+                                 "image": _image(argv, kind)}
     if kind in ("llama.cpp", "ik_llama.cpp"):
         container["args"] = args[1:]
     else:
         container["command"] = [Path(args[0]).name]
         container["args"] = args[1:]
     container["ports"] = [{"containerPort": port}]
+    if _on_gpu(argv, kind):  # the scheduler places the pod only where that many GPUs are free
+        tensor_parallel = _flag_value(argv, *_TENSOR_PARALLEL_FLAGS) if kind in (
+            "vllm", "sglang") else None
+        gpus = int(tensor_parallel) if tensor_parallel and tensor_parallel.isdigit() else 1
+        container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
     container["volumeMounts"] = [{"name": f"models-{i}", "mountPath": folder, "readOnly": True}
                                  for i, folder in enumerate(folders)]
-    volumes = [{"name": f"models-{i}", "hostPath": {"path": folder}}
-               for i, folder in enumerate(folders)]
+    volumes: list[dict[str, Any]] = [{"name": f"models-{i}", "hostPath": {"path": folder}}
+                                     for i, folder in enumerate(folders)]
+    if kind in ("vllm", "sglang"):  # a container's own /dev/shm is 64 MiB: too small for NCCL
+        container["volumeMounts"].append({"name": "shm", "mountPath": "/dev/shm"})
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
     return str(yaml.safe_dump({"containers": [container], "volumes": volumes},
                               sort_keys=False, width=4096)).rstrip()
 

@@ -148,3 +148,27 @@ def test_the_json_form_is_a_config_file_the_server_reads_back_as_the_same_launch
         expected = argv[3:]
     assert [json.loads(w) if w.startswith("{") else w for w in rebuilt] == [
         json.loads(w) if w.startswith("{") else w for w in expected]
+
+
+def test_gpu_forms_give_the_container_its_gpus_and_a_hub_model_its_cache() -> None:
+    """A GPU server's docker and Kubernetes forms used to start a container that saw no GPU."""
+    settings = LaunchSettings("vllm", "Qwen/Qwen3-8B", "127.0.0.1", 8000, 4096, 8,
+                              extra_args=("--tensor-parallel-size", "2"))
+    argv = get_backend("vllm").launch_argv(settings, SpecConfig("ngram-simple", 4))
+    rec = {"study": "v", "server_kind": "vllm", "command": argv}
+    docker = shlex.split(render("docker", rec))
+    assert {"--gpus=all", "--ipc=host"} <= set(docker)
+    assert docker[docker.index("-e") + 1] == "HF_TOKEN"  # its value is never written
+    assert "$HOME/.cache/huggingface:/root/.cache/huggingface" in docker
+    pod = yaml.safe_load(render("kubernetes", rec))["containers"][0]
+    assert pod["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert {"name": "shm", "mountPath": "/dev/shm"} in pod["volumeMounts"]
+
+    settings = LaunchSettings("llama.cpp", "/models/m.gguf", "127.0.0.1", 8080, 4096, 1,
+                              gpu_layers=99)
+    argv = get_backend("llama.cpp").launch_argv(settings, SpecConfig("ngram-mod", 8))
+    rec = {"study": "g", "server_kind": "llama.cpp", "command": argv}
+    docker = shlex.split(render("docker", rec))
+    assert "--gpus=all" in docker and "ghcr.io/ggml-org/llama.cpp:server-cuda" in docker
+    pod = yaml.safe_load(render("kubernetes", rec))["containers"][0]
+    assert pod["image"].endswith(":server-cuda") and pod["resources"]["limits"]

@@ -6,8 +6,10 @@ form is rendered from the same argument list; none is built by pasting strings i
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,10 +171,14 @@ def _systemd_word(word: str) -> str:
 
 
 def _systemd(argv: Sequence[str]) -> str:
+    # systemd looks a bare name up in its own fixed path, not the user's (a venv's vllm is
+    # not there): the program goes in as the absolute path it has here, where one is found.
+    program = argv[0] if os.sep in argv[0] else (shutil.which(argv[0]) or argv[0])
     return "\n".join([
         "# /etc/systemd/system/llama-server.service.d/autotune.conf, then:",
         "#   systemctl daemon-reload && systemctl restart llama-server",
-        "[Service]", "ExecStart=", "ExecStart=" + " ".join(_systemd_word(w) for w in argv)])
+        "[Service]", "ExecStart=",
+        "ExecStart=" + " ".join(_systemd_word(w) for w in [program, *argv[1:]])])
 
 
 def _llama_swap(argv: Sequence[str], name: str) -> str:

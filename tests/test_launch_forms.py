@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,12 @@ def test_gpu_forms_give_the_container_its_gpus_and_a_hub_model_its_cache() -> No
     assert "--gpus=all" in docker and "ghcr.io/ggml-org/llama.cpp:server-cuda" in docker
     pod = yaml.safe_load(render("kubernetes", rec))["containers"][0]
     assert pod["image"].endswith(":server-cuda") and pod["resources"]["limits"]
+
+
+def test_the_systemd_form_names_the_program_by_its_absolute_path() -> None:
+    """systemd does not search the user's PATH: ``ExecStart=vllm`` fails where vllm lives in a
+    virtual environment."""
+    rec = {"study": "s", "server_kind": "sglang",
+           "command": ["python3", "-m", "sglang.launch_server", "--port", "30000"]}
+    line = render("systemd", rec).splitlines()[-1]
+    assert line.startswith(f"ExecStart={shutil.which('python3')} -m sglang.launch_server")

@@ -48,8 +48,8 @@ def record(
 
     with user_errors():
         from autotune.embedded import resolve_files, resolve_setup_files
-        from autotune.launcher import server_binary_path
         from autotune.gate.run import record as record_baseline
+        from autotune.launcher import server_binary_path
         from autotune.space import SpecConfig
         from autotune.store.session import open_store
         from autotune.workload import load_workload
@@ -91,11 +91,11 @@ def check(
     code = 0
     with user_errors():
         from autotune.embedded import resolve_files, resolve_setup_files
-        from autotune.launcher import server_binary_path
         from autotune.errors import SpecError
         from autotune.gate import report as render
         from autotune.gate.run import check as run_check
         from autotune.gate.run import load_baseline
+        from autotune.launcher import server_binary_path
         from autotune.space import SpecConfig
         from autotune.store.session import open_store
         from autotune.workload import load_workload

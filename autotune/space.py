@@ -83,8 +83,10 @@ class SpecConfig:
             raise ValueError(f"unknown speculative method {self.method!r}")
         if drafts(self.method) != (self.draft_max is not None):
             raise ValueError(f"draft_max must be set exactly when a method drafts ({self})")
-        if uses_drafter(self.method) != (self.drafter is not None and self.p_min is not None):
-            raise ValueError(f"drafter and p_min must be set exactly for drafter methods ({self})")
+        if uses_drafter(self.method) != (self.drafter is not None):
+            raise ValueError(f"drafter must be set exactly for drafter methods ({self})")
+        if self.p_min is not None and not uses_drafter(self.method):
+            raise ValueError(f"p_min exists only for drafter methods ({self})")
         if self.flash_attn not in FLASH_ATTN:
             raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}")
         extras = (self.draft_min, self.draft_cache_type, self.draft_quantization)
@@ -136,7 +138,8 @@ class SpecConfig:
         return cls(
             method=method,
             draft_max=draft_max,
-            p_min=round(float(params["p_min"]), 6) if drafter else None,
+            p_min=(round(float(params["p_min"]), 6)
+                   if drafter and params.get("p_min") is not None else None),
             drafter=str(params["drafter"]) if drafter else None,
             cache_type_k=str(params.get("cache_type_k", DEFAULT_KV)),
             cache_type_v=str(params.get("cache_type_v", DEFAULT_KV)),
@@ -250,10 +253,15 @@ class SearchSpace:
     # llama.cpp's rule (a quantized V cache, the verifier's or the drafter's, refuses to start
     # without flash attention); the backend says whether its server has it.
     quantized_v_needs_flash_attn: bool = True
+    # Whether drafting stops below a drafter confidence (llama.cpp); vLLM and SGLang have no
+    # such knob, so their setups carry none (and are not labelled with one).
+    p_min_knob: bool = True
 
     def settle(self, config: SpecConfig) -> SpecConfig:
         """``config`` as this server kind can start it: flash attention on where a quantized
-        V cache needs it."""
+        V cache needs it, and no p-min where the server has none."""
+        if not self.p_min_knob and config.p_min is not None:
+            config = replace(config, p_min=None)
         if self.needs_flash_attn(config.cache_type_v, config.draft_cache_type):
             return replace(config, flash_attn="on")
         return config

@@ -113,6 +113,7 @@ class SpaceSpec(SpecModel):
             draft_quantizations=tuple(self.draft_quantizations) or (None,),
             quantized_v_needs_flash_attn=(backend is None
                                           or backend.quantized_v_needs_flash_attn),
+            p_min_knob=backend is None or backend.p_min_knob,
             baseline=baseline,
         )
 

@@ -58,8 +58,9 @@ def _all_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
         r = space.draft_max
         dist["draft_max"] = IntDistribution(r.low, r.high, step=r.step)
     if any(uses_drafter(m) for m in space.methods):
-        p = space.p_min
-        dist["p_min"] = FloatDistribution(p.low, p.high, step=p.step)
+        if space.p_min_knob:
+            p = space.p_min
+            dist["p_min"] = FloatDistribution(p.low, p.high, step=p.step)
         dist["drafter"] = CategoricalDistribution(space.drafters)
         if space.draft_min is not None:
             m = space.draft_min
@@ -81,6 +82,8 @@ def _applies(space: SearchSpace, name: str, params: dict[str, Any]) -> bool:
     """Whether parameter ``name`` exists given the ones chosen before it."""
     if name == "draft_max":
         return drafts(params["method"])
+    if name == "p_min" and not space.p_min_knob:
+        return False
     if name in _DRAFTER_PARAMS:
         return uses_drafter(params["method"])
     if name == "flash_attn":

@@ -105,8 +105,14 @@ def test_the_flash_attention_rule_is_the_servers() -> None:
         "drafters": ["org/d"], "draft_cache_types": ["fp8"], "draft_quantizations": ["fp8"]}})
     space = vllm.search_space()
     assert not space.quantized_v_needs_flash_attn
-    # no p-min on vLLM: one value, so no setup is launched twice under two labels
-    assert {c.p_min for c in space.grid() if c.drafter} == {0.0}
+    # no p-min on vLLM: its setups carry none (once they were all labelled 'p=0')
+    assert {c.p_min for c in space.grid() if c.drafter} == {None}
+    assert not any(" p=" in c.describe() for c in space.grid())
+    # nor must a pinned gate setup name one (it was refused: "not a setup ('p_min')")
+    pinned = parse({"server": {"kind": "vllm"}, "space": {
+        "cache_type_k": ["auto"], "cache_type_v": ["auto"]}, "gate": {
+        "setup": {"method": "draft-eagle3", "draft_max": 3, "drafter": "org/head"}}})
+    assert pinned.gate.setup is not None  # type: ignore[attr-defined]
     assert {c.draft_quantization for c in space.grid() if c.drafter} == {"fp8"}
 
 

@@ -243,3 +243,44 @@ def test_spec_model_ties_only_draft_max_neighbours() -> None:
     assert pairs == {(level[0], level[1]): NEIGHBOUR_WEIGHT,
                      (level[1], level[2]): NEIGHBOUR_WEIGHT / 2,
                      (level[5], level[6]): NEIGHBOUR_WEIGHT / 8}
+
+
+NO_P_MIN_SPACE = SearchSpace(  # vLLM's and SGLang's kind: drafting never stops on confidence
+    methods=("none", "draft-eagle3", "ngram-simple"),
+    draft_max=IntRange(1, 4),
+    p_min=FloatRange(0.0, 0.0),
+    drafters=("org/eagle3-head",),
+    cache_type_k=("auto", "fp8"),
+    cache_type_v=("auto",),
+    quantized_v_needs_flash_attn=False,
+    p_min_knob=False,
+    baseline=SpecConfig(cache_type_k="auto", cache_type_v="auto"),
+)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_a_server_without_p_min_gets_setups_without_one(name: str) -> None:
+    """They were all 'p=0' setups, a knob vLLM and SGLang do not have, in every label."""
+    strategy = create_strategy(name, NO_P_MIN_SPACE, seed=0, budget=12)
+    strategy.tell(Observation(NO_P_MIN_SPACE.baseline, 40.0, True))
+    for _ in range(12):
+        ask = strategy.ask()
+        if ask is None:
+            break
+        assert NO_P_MIN_SPACE.contains(ask.config), ask.config
+        assert ask.config.p_min is None and " p=" not in ask.config.describe()
+        speed = 50.0 + (ask.config.draft_max or 0)
+        per_position = (0.8, 0.6, 0.4, 0.2)[: ask.config.draft_max or 0]
+        strategy.tell(Observation(ask.config, speed, True, effort=ask.effort,
+                                  acceptance=0.5 if per_position else None,
+                                  per_position_acceptance=per_position))
+    assert strategy.recommend() is not None
+
+
+def test_optuna_parameters_round_trip_without_p_min() -> None:
+    from strategies.optuna_sampler import config_of, trial_params
+
+    for config in NO_P_MIN_SPACE.grid():
+        for flat in (False, True):
+            params = trial_params(NO_P_MIN_SPACE, config, flat=flat)
+            assert config_of(NO_P_MIN_SPACE, params, flat=flat) == config

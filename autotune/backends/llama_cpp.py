@@ -143,9 +143,11 @@ class LlamaCppBackend(ServerWithoutLogFeatures):
         if drafts(config.method):
             argv += ["--spec-type", config.method, *self.length_argv(config)]
         if uses_drafter(config.method):
-            assert config.drafter is not None and config.p_min is not None
-            argv += ["--spec-draft-model", config.drafter,
-                     "--spec-draft-p-min", f"{config.p_min:g}", *self.drafter_argv(config)]
+            assert config.drafter is not None
+            argv += ["--spec-draft-model", config.drafter]
+            if config.p_min is not None:  # always, from a search: the default moved
+                argv += ["--spec-draft-p-min", f"{config.p_min:g}"]
+            argv += self.drafter_argv(config)
         return argv
 
     def drafter_argv(self, config: SpecConfig) -> list[str]:

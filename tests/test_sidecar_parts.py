@@ -7,8 +7,8 @@ import json
 import math
 import socket
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np

@@ -95,7 +95,7 @@ def tune(
         workload = load_workload(spec.workload.files, max_tokens=spec.workload.max_tokens)
         spec = resolve_files(spec)
         check_drafter_files(spec)
-        server_binary_path(spec.server.binary)  # before the database and the header
+        server_binary_path(spec.server.binary)  # before the database, header and study row
         results = open_store(spec.store.path)
         preset = simulated_preset(spec)
         if preset is not None:

@@ -112,10 +112,7 @@ def check_files(spec: TuneSpec) -> None:
     Simulated servers name no files."""
     if spec.server.binary.startswith(SIMULATED):
         return
-    if spec.server.binary != "embedded":
-        from autotune.launcher import server_binary_path
-
-        server_binary_path(spec.server.binary)  # what tune's pre-flight refuses, check does
+    check_named_binary(spec.server.binary)  # what tune's pre-flight refuses, check does
     if not spec.server.loads_gguf:
         return
     candidates = [(spec.server.model, "model file", "server.model")]
@@ -126,6 +123,16 @@ def check_files(spec: TuneSpec) -> None:
 
 
 SIMULATED = "simulated:"
+
+
+def check_named_binary(binary: str) -> None:
+    """Raise ``LaunchError`` where a server binary the user named (not ``embedded``, built on
+    first use, nor a simulated preset) is not an executable file."""
+    if binary == "embedded" or binary.startswith(SIMULATED):
+        return
+    from autotune.launcher import server_binary_path
+
+    server_binary_path(binary)
 
 
 def simulated_preset(spec: TuneSpec) -> str | None:

@@ -24,6 +24,7 @@ IMAGES = {"llama.cpp": "ghcr.io/ggml-org/llama.cpp:server",
           "ik_llama.cpp": "ik-llama-cpp:server",  # the fork publishes no official image
           "vllm": "vllm/vllm-openai:latest", "sglang": "lmsysorg/sglang:latest"}
 CUDA_IMAGES = {"llama.cpp": "ghcr.io/ggml-org/llama.cpp:server-cuda"}
+_HUB_KINDS = ("vllm", "sglang")  # PyTorch servers of Hugging Face models, always on GPUs
 _GPU_LAYER_FLAGS = ("-ngl", "--n-gpu-layers", "--gpu-layers")
 _TENSOR_PARALLEL_FLAGS = ("--tensor-parallel-size", "-tp", "--tp-size", "--tp")  # vLLM, SGLang
 # Hub models download into the container: the host's Hugging Face cache keeps them across runs.
@@ -127,7 +128,7 @@ def _files(argv: Sequence[str]) -> list[str]:
 
 def _on_gpu(argv: Sequence[str], kind: str) -> bool:
     """vLLM and SGLang always run on GPUs; llama.cpp where layers are offloaded."""
-    if kind in ("vllm", "sglang"):
+    if kind in _HUB_KINDS:
         return True
     layers = _flag_value(argv, *_GPU_LAYER_FLAGS)
     return layers is not None and layers != "0"
@@ -148,7 +149,7 @@ def _docker(argv: Sequence[str], kind: str) -> str:
     command = ["docker", "run", "--rm"]
     if _on_gpu(argv, kind):  # without it the container sees no GPU at all
         command.append("--gpus=all")
-    hub = kind in ("vllm", "sglang")
+    hub = kind in _HUB_KINDS
     if hub:  # PyTorch's worker processes share tensors through /dev/shm
         command.append("--ipc=host")
     command += ["-p", f"127.0.0.1:{port}:{port}", *mounts]
@@ -201,15 +202,15 @@ def _kubernetes(argv: Sequence[str], kind: str) -> str:
         container["args"] = args[1:]
     container["ports"] = [{"containerPort": port}]
     if _on_gpu(argv, kind):  # the scheduler places the pod only where that many GPUs are free
-        tensor_parallel = _flag_value(argv, *_TENSOR_PARALLEL_FLAGS) if kind in (
-            "vllm", "sglang") else None
+        tensor_parallel = (_flag_value(argv, *_TENSOR_PARALLEL_FLAGS) if kind in _HUB_KINDS
+                           else None)
         gpus = int(tensor_parallel) if tensor_parallel and tensor_parallel.isdigit() else 1
         container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
     container["volumeMounts"] = [{"name": f"models-{i}", "mountPath": folder, "readOnly": True}
                                  for i, folder in enumerate(folders)]
     volumes: list[dict[str, Any]] = [{"name": f"models-{i}", "hostPath": {"path": folder}}
                                      for i, folder in enumerate(folders)]
-    if kind in ("vllm", "sglang"):  # a container's own /dev/shm is 64 MiB: too small for NCCL
+    if kind in _HUB_KINDS:  # a container's own /dev/shm is 64 MiB: too small for NCCL
         container["volumeMounts"].append({"name": "shm", "mountPath": "/dev/shm"})
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
     return str(yaml.safe_dump({"containers": [container], "volumes": volumes},

@@ -96,8 +96,9 @@ class SpaceSpec(SpecModel):
 
     def to_space(self, backend: Backend | None = None) -> SearchSpace:
         """The search space under ``backend``'s rules (``None``: llama.cpp's). A server with
-        no p-min gets one value of it: more would launch one setup under several labels."""
-        p_high = self.p_min.high if backend is None or backend.p_min_knob else self.p_min.low
+        no p-min gets one value of the range, which ``settle`` then drops from every setup."""
+        p_min_knob = backend is None or backend.p_min_knob
+        p_high = self.p_min.high if p_min_knob else self.p_min.low
         baseline = HUB_BASELINE if backend is not None and backend.kv_one_dtype else BASELINE
         return SearchSpace(
             methods=tuple(self.methods),
@@ -113,7 +114,7 @@ class SpaceSpec(SpecModel):
             draft_quantizations=tuple(self.draft_quantizations) or (None,),
             quantized_v_needs_flash_attn=(backend is None
                                           or backend.quantized_v_needs_flash_attn),
-            p_min_knob=backend is None or backend.p_min_knob,
+            p_min_knob=p_min_knob,
             baseline=baseline,
         )
 

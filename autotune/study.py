@@ -15,7 +15,6 @@ from autotune.controller import Echo, Tuner, open_study, recover_interrupted, ru
 from autotune.embedded import simulated_preset
 from autotune.finish import run_finish
 from autotune.feasibility import limit_excess, setup_feasible
-from autotune.launcher import server_binary_path
 from autotune.lease import study_lease
 from autotune.recommend import (
     Decision,
@@ -114,7 +113,6 @@ def run_tune(
     spec: TuneSpec, store: Store, workload: Workload, *, name: str, resume: bool, echo: Echo,
     log_root: Path,
 ) -> TuneOutcome:
-    server_binary_path(spec.server.binary)  # before the study row: a wrong path costs no --resume
     study = open_study(store, spec, name, resume=resume)
     with study_lease(store, study):
         recover_interrupted(store, study)

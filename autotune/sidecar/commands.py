@@ -62,13 +62,10 @@ def sidecar(
 def _warn_if_no_canary_binary(binary: str) -> None:
     """Watching and exporting need no server binary, but a retune starts a canary from
     [server]: a wrong path is said at start, not hours later when drift first calls a retune."""
-    from autotune.embedded import SIMULATED
+    from autotune.embedded import check_named_binary
     from autotune.errors import AutotuneError
-    from autotune.launcher import server_binary_path
 
-    if binary == "embedded" or binary.startswith(SIMULATED):
-        return
     try:
-        server_binary_path(binary)
+        check_named_binary(binary)
     except AutotuneError as error:
         typer.echo(f"sidecar: warning: retunes will fail: {error}", err=True)
